@@ -1,0 +1,319 @@
+"""Typed, validated run configuration.
+
+One `Config` describes one trial: which data, which modeling selection, the sizes of every stage and how
+to plan and evaluate. It is built in layers -- defaults, then a preset (`smoke`, `small`, `paper`), then a
+YAML file, then `--set key=value` overrides -- and validated once at the edge, so a bad value is reported
+as one message naming the field and what is allowed (`ConfigError`, exit code 2 in the CLI) before
+anything is written.
+
+The sweep axes are top-level or one level deep and keep the names that sweep files, manifests and the
+Parquet columns share: `latent_step`, `horizon`, `diffusion_steps`, `beta`, `guidance_scale`,
+`temperature`, `support_size`, `modeling`, `energy.target`, `energy.loss`, `sampler.name`,
+`sampler.steps`, `seed`, `dataset`.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PRESETS = ("smoke", "small", "paper")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, already phrased for the user (field, value, what is allowed)."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo in a sweep file must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class VAEConfig(_Strict):
+    """Latent action representation: encoder q_phi, state decoder p_psi and the modular heads."""
+
+    embed_dim: int = Field(128, gt=0, description="transformer width")
+    n_layers: int = Field(4, gt=0, description="transformer blocks in the encoder and in the decoder")
+    n_heads: int = Field(4, gt=0, description="attention heads (must divide embed_dim)")
+    latent_dim: int = Field(16, gt=0, description="channels of one latent action z_i")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    kl_weight: float = Field(1e-6, ge=0, description="KL to N(0, I); the paper uses ~1e-6")
+    id_hidden: int = Field(512, gt=0, description="inverse-dynamics MLP width (paper: 2 x 512)")
+    id_layers: int = Field(2, gt=0)
+    value_hidden: int = Field(1024, gt=0, description="reward/return decoder width (paper: 3 x 1024)")
+    value_layers: int = Field(3, gt=0)
+    lr: float = Field(2e-4, gt=0)
+    batch_size: int = Field(64, gt=0)
+    steps: int = Field(20000, gt=0, description="gradient steps")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "VAEConfig":
+        if self.embed_dim % self.n_heads:
+            raise ValueError(f"vae.n_heads ({self.n_heads}) must divide vae.embed_dim ({self.embed_dim})")
+        return self
+
+
+class PriorConfig(_Strict):
+    """Score-based prior p_theta(z | s_1): a temporal U-Net trained with the epsilon-prediction loss."""
+
+    dim: int = Field(32, gt=0, description="base channels of the temporal U-Net")
+    dim_mults: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1)
+    embed_dim: int = Field(128, gt=0, description="timestep and condition embedding size (paper: 128)")
+    embed_hidden: int = Field(256, gt=0, description="hidden width of the embedding MLPs (paper: 256)")
+    cond_dropout: float = Field(0.25, ge=0, le=1, description="classifier-free dropout of s_1 (paper: 0.25)")
+    lr: float = Field(2e-4, gt=0)
+    batch_size: int = Field(32, gt=0)
+    steps: int = Field(20000, gt=0)
+
+
+class EnergyConfig(_Strict):
+    """Intermediate energy f_eta(z_k, s_1, k) and how it is trained."""
+
+    target: Literal["q_sum", "return"] = Field(
+        "q_sum", description="q_sum: E = -sum_t Q(s_t, a_t) (the paper); return: E = -sum_t r_t (Diffuser)"
+    )
+    loss: Literal["contrastive", "emse", "mse"] = Field(
+        "contrastive", description="contrastive (eq. 8, exact); emse and mse are the inexact baselines"
+    )
+    hidden: int = Field(256, gt=0, description="MLP width (paper: 256)")
+    layers: int = Field(4, gt=0, description="MLP depth (paper: 4)")
+    lr: float = Field(3e-4, gt=0)
+    batch_size: int = Field(256, gt=0, description="initial states per step; each carries support_size latents")
+    steps: int = Field(20000, gt=0)
+    scale: float = Field(1.0, ge=0, description="energy-guidance scale on grad f_eta at sampling time")
+
+
+class SamplerConfig(_Strict):
+    """How plans are drawn from the trained prior (one model serves every sampler)."""
+
+    name: Literal["ddpm", "ddim", "dpm_solver"] = "ddpm"
+    steps: Optional[int] = Field(None, gt=0, description="sampling steps; None = diffusion_steps")
+
+
+class EvalConfig(_Strict):
+    """Evaluation by planning in the dataset's real environment."""
+
+    episodes: int = Field(10, gt=0, description="episodes per trial, run batched in one vector env")
+    max_steps: Optional[int] = Field(None, gt=0, description="cap on episode length; None = the env's own")
+    replan_every: int = Field(1, gt=0, description="receding-horizon replanning interval in env steps")
+    bc_baseline: bool = Field(False, description="also evaluate a behavior-cloning policy on the same data")
+
+
+class TrainConfig(_Strict):
+    """Where training runs; used by the Ray Train wrapper, ignored by the in-process path."""
+
+    device: str = Field("cpu", description="'cpu', 'cuda' or 'auto'")
+    num_workers: int = Field(1, gt=0)
+    use_gpu: bool = False
+    log_every: int = Field(200, gt=0)
+
+
+class Config(_Strict):
+    """One trial of LatentDiffuser (or of one of its modeling selections)."""
+
+    dataset: str = Field("builtin:pointmaze-umaze", description="HDF5 path, minari:<id> or builtin:<name>")
+    seed: int = Field(0, ge=0)
+    modeling: Literal["latent", "raw", "skill"] = Field(
+        "latent", description="latent: the method; raw: diffusion over raw (s, a) windows; skill: no r, G tokens"
+    )
+    latent_step: int = Field(3, gt=0, description="L: raw steps per latent action (TAP's 3; not in the paper)")
+    horizon: int = Field(24, gt=0, description="T: raw window length; N = T / L latent actions")
+    diffusion_steps: int = Field(100, gt=0, description="K (paper: 100)")
+    beta: float = Field(3.0, ge=0, description="inverse temperature of the energy (paper: 3; 0 = no guidance)")
+    guidance_scale: float = Field(1.2, ge=0, description="w of classifier-free guidance (paper: 1.2-1.8)")
+    temperature: float = Field(0.5, ge=0, le=1, description="alpha, low-temperature sampling (paper: 0.5)")
+    support_size: int = Field(16, gt=1, description="M support latents per initial state (paper: 16 / 32)")
+    gamma: float = Field(0.99, gt=0, le=1, description="discount of the reward-to-go G_t")
+    max_support_states: int = Field(2000, gt=0, description="cap on dataset states used for support latents")
+    vae: VAEConfig = Field(default_factory=VAEConfig)
+    prior: PriorConfig = Field(default_factory=PriorConfig)
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        if self.modeling != "raw" and self.horizon % self.latent_step:
+            raise ValueError(
+                f"horizon ({self.horizon}) must be a multiple of latent_step ({self.latent_step}); "
+                f"allowed latent_step values for this horizon: "
+                f"{[d for d in range(1, self.horizon + 1) if self.horizon % d == 0]}"
+            )
+        if self.sampler.steps is not None and self.sampler.steps > self.diffusion_steps:
+            raise ValueError(
+                f"sampler.steps ({self.sampler.steps}) cannot exceed diffusion_steps ({self.diffusion_steps})"
+            )
+        return self
+
+    @property
+    def n_latents(self) -> int:
+        """N = T / L latent actions per plan (T for raw modeling, which has no latent)."""
+        return self.horizon if self.modeling == "raw" else self.horizon // self.latent_step
+
+    @property
+    def sampling_steps(self) -> int:
+        return self.sampler.steps or self.diffusion_steps
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view used for Parquet columns and manifests (`energy.loss`, `vae.steps`, ...)."""
+        return flatten(self.model_dump())
+
+
+# ----------------------------------------------------------------------------------------------------
+# building a Config from layers
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def preset(name: str) -> dict[str, Any]:
+    """The raw override dict of a preset (`ld/presets/<name>.yaml`)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+    text = resources.files("ld").joinpath("presets", f"{name}.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def _parse_value(raw: str) -> Any:
+    # YAML scalars: "3" -> 3, "1e-4" -> 1e-4 (YAML 1.1 needs the dot, so try float too), "null", "[1,2]".
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`["energy.loss=emse", "beta=0"]` -> nested dict."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {p} is not a section")
+        node[parts[-1]] = _parse_value(raw)
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of fields, got {type(data).__name__}")
+    data.pop("preset", None)
+    return data
+
+
+def _explain(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "config"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            parent = e["loc"][:-1]
+            model: Any = Config
+            for p in parent:
+                model = model.model_fields[p].annotation
+            allowed = ", ".join(sorted(model.model_fields))
+            lines.append(f"{loc}: unknown field; allowed here: {allowed}")
+            continue
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        got = e.get("input")
+        got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{loc}: {msg}{got_s}")
+    return "invalid config: " + "; ".join(lines)
+
+
+def build(overrides: dict[str, Any] | None = None, preset_name: str | None = None) -> Config:
+    """Defaults <- preset <- overrides, validated."""
+    layers: dict[str, Any] = {}
+    if preset_name:
+        layers = preset(preset_name)
+    if overrides:
+        layers = _deep_merge(layers, overrides)
+    try:
+        return Config.model_validate(layers)
+    except ValidationError as e:
+        raise ConfigError(_explain(e)) from None
+
+
+def resolve(
+    config_file: str | Path | None = None,
+    preset_name: str | None = None,
+    sets: list[str] | None = None,
+) -> Config:
+    """The CLI's view: a YAML file may name its own `preset:`; `--preset` wins over it."""
+    file_layer: dict[str, Any] = {}
+    if config_file:
+        p = Path(config_file)
+        raw_preset = None
+        if p.is_file():
+            try:
+                raw = yaml.safe_load(p.read_text())
+                raw_preset = raw.get("preset") if isinstance(raw, dict) else None
+            except yaml.YAMLError:
+                pass
+        file_layer = load_yaml(p)
+        preset_name = preset_name or raw_preset
+    overrides = _deep_merge(file_layer, parse_overrides(sets or []))
+    return build(overrides, preset_name)
+
+
+def subset(cfg: Config, keys: list[str]) -> dict[str, Any]:
+    """The config fields one stage reads (dotted keys, or a section name for all of it)."""
+    flat = cfg.flat()
+    out: dict[str, Any] = {}
+    for k in keys:
+        if k in flat:
+            out[k] = flat[k]
+        else:
+            matched = {fk: fv for fk, fv in flat.items() if fk.startswith(k + ".")}
+            if not matched:
+                raise KeyError(f"no config field {k!r}")
+            out.update(matched)
+    return out
