@@ -1,5 +1,149 @@
-"""The `ld` command line (placeholder, filled in below)."""
+"""The `ld` command line.
+
+    ld run [CONFIG.yaml] [--preset smoke|small|paper] [--set key=value ...] [--out DIR]
+    ld data make NAME [--out PATH] [--episodes N] [--seed S]
+    ld data info SOURCE [--json]
+    ld config [CONFIG.yaml] [--preset P] [--set k=v ...]     print the resolved config
+
+Errors in the user's input (config, dataset, artifact) print one message and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import yaml
+
+DEFAULT_PRESET = "small"
 
 
-def main(argv=None) -> int:
-    raise SystemExit("ld: not yet implemented")
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", default=None, help="YAML config file (fields of ld.config.Config)")
+    p.add_argument("--preset", choices=("smoke", "small", "paper"), default=None,
+                   help=f"size preset (default: the file's `preset:` or {DEFAULT_PRESET})")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field, e.g. --set beta=0 --set energy.loss=emse (repeatable)")
+
+
+def _resolve(args: argparse.Namespace):
+    from ld.config import resolve
+
+    cfg_file = args.config
+    preset = args.preset
+    if preset is None:
+        has_file_preset = False
+        if cfg_file and Path(cfg_file).is_file():
+            try:
+                raw = yaml.safe_load(Path(cfg_file).read_text())
+                has_file_preset = isinstance(raw, dict) and "preset" in raw
+            except yaml.YAMLError:
+                pass
+        preset = None if has_file_preset else DEFAULT_PRESET
+    return resolve(cfg_file, preset, args.sets)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ld import __version__
+    from ld.data.commands import add_data_parser
+
+    parser = argparse.ArgumentParser(prog="ld", description="LatentDiffuser: plan with latent diffusion.")
+    parser.add_argument("--version", action="version", version=f"ld {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,data,config}")
+    sub.required = True
+
+    run = sub.add_parser("run", help="train every stage, plan in the real env, write Parquet results")
+    _add_config_args(run)
+    run.add_argument("--out", type=Path, default=Path("runs/default"),
+                     help="output dir: artifacts/ (reused across runs), results/<trial>.parquet, config.yaml")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    cfg = sub.add_parser("config", help="print the resolved config as YAML")
+    _add_config_args(cfg)
+    cfg.set_defaults(func=cmd_config)
+
+    add_data_parser(sub)
+    return parser
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    cfg = _resolve(args)
+    print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
+    return 0
+
+
+def _summary_table(res, cfg) -> str:
+    import numpy as np
+
+    from ld.pipeline import bootstrap_ci
+
+    df = res.frame
+    lines = []
+    header = f"{'policy':<16}{'episodes':>9}{'return':>10}{'norm. score':>13}{'95% CI':>18}{'success':>9}{'plan ms':>9}"
+    lines.append(header)
+    lines.append("-" * len(header))
+    for variant, g in df.groupby("variant", sort=False):
+        lo, hi = bootstrap_ci(g["normalized_score"].to_numpy())
+        lines.append(f"{variant:<16}{len(g):>9}{g['episode_return'].mean():>10.2f}"
+                     f"{g['normalized_score'].mean():>13.1f}{f'[{lo:.1f}, {hi:.1f}]':>18}"
+                     f"{g['success'].mean():>9.0%}{g['plan_ms_per_decision'].mean():>9.1f}")
+    info = res.dataset.info
+    behavior = float(np.mean(info.normalize(res.dataset.returns())))
+    lines.append("-" * len(header))
+    lines.append(f"{'behavior data':<16}{len(res.dataset.episodes):>9}{res.dataset.returns().mean():>10.2f}"
+                 f"{behavior:>13.1f}")
+    if info.ref_min_score is not None:
+        lines.append(f"{'random':<16}{'':>9}{info.ref_min_score:>10.2f}{0.0:>13.1f}")
+    lines.append("")
+    lines.append("stage           key               cached   wall s")
+    for r in res.records:
+        lines.append(f"{r.stage:<16}{r.key:<18}{'yes' if r.reused else 'no':<9}{r.wall_time_s:>6.1f}")
+    for k, v in res.timings.items():
+        lines.append(f"{k:<34}{'':<9}{v:>6.1f}")
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _resolve(args)
+    from ld.pipeline import run_trial
+    from ld.results import write_parquet
+
+    out: Path = args.out
+    t0 = time.perf_counter()
+    print(f"ld run: dataset={cfg.dataset} modeling={cfg.modeling} L={cfg.latent_step} T={cfg.horizon} "
+          f"K={cfg.diffusion_steps} beta={cfg.beta} w={cfg.guidance_scale} sampler={cfg.sampler.name}"
+          f"({cfg.sampling_steps}) seed={cfg.seed} -> {out}", flush=True)
+    res = run_trial(cfg, out / "artifacts", progress=not args.no_progress)
+    tid = res.frame["trial_id"].iloc[0]
+    path = write_parquet(res.frame, out / "results" / f"{tid}.parquet")
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    (out / "configs" / f"{tid}.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    print(_summary_table(res, cfg))
+    print(f"\nresults: {path} ({len(res.frame)} rows); total {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from ld.config import ConfigError
+    from ld.data.types import DataError
+    from ld.stages.artifact import ArtifactError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, DataError, ArtifactError) as e:
+        print(f"ld {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ld: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

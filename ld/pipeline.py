@@ -1,0 +1,124 @@
+"""One trial, top to bottom: data -> vae -> prior -> support -> energy -> evaluate -> Parquet rows.
+
+This is plain Python with no Ray: `ld run` calls it directly, and the Ray Tune trainable (a later layer)
+calls the same function inside a trial. Stages are looked up in the content-addressed artifact store
+first, so a second run -- or a sibling trial differing only in a downstream field -- reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ld.config import Config
+from ld.data import load_dataset
+from ld.data.types import EpisodeDataset
+from ld.evaluation.rollout import evaluate
+from ld.planning.planner import Planner, RecedingHorizonPolicy
+from ld.results import episode_rows, to_frame
+from ld.stages import bc as bc_stage
+from ld.stages import energy as energy_stage
+from ld.stages import prior as prior_stage
+from ld.stages import support as support_stage
+from ld.stages import vae as vae_stage
+from ld.stages.artifact import Artifact, ArtifactStore
+from ld.stages.common import StageInputs, StageRecord
+from ld.stages.training import resolve_device
+
+
+def stage_plan(cfg: Config) -> list:
+    """The stage modules this config walks, in dependency order (beta = 0 needs no energy model)."""
+    stages = [vae_stage, prior_stage, support_stage, energy_stage]
+    if cfg.beta == 0:
+        stages = [vae_stage, prior_stage]
+    return stages
+
+
+def trial_id(cfg: Config) -> str:
+    return hashlib.sha256(json.dumps(cfg.flat(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def train_stages(cfg: Config, dataset: EpisodeDataset, store: ArtifactStore, device: torch.device,
+                 progress: bool = True) -> tuple[dict[str, Artifact], list[StageRecord]]:
+    inputs = StageInputs(dataset=dataset, store=store, device=device, progress=progress)
+    for stage in stage_plan(cfg):
+        art = stage.run(cfg, inputs)
+        inputs.upstream[stage.stage_name(cfg)] = art
+    if cfg.eval.bc_baseline:
+        inputs.upstream[bc_stage.NAME] = bc_stage.run(cfg, inputs)
+    return inputs.upstream, inputs.records
+
+
+@dataclass
+class TrialResult:
+    frame: pd.DataFrame
+    records: list[StageRecord]
+    artifacts: dict[str, Artifact]
+    dataset: EpisodeDataset
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def run_trial(cfg: Config, store_root: str | Path, *, suite: str = "run", progress: bool = True,
+              dataset: Optional[EpisodeDataset] = None, baselines: bool = True) -> TrialResult:
+    """Train (or reuse) every stage of `cfg`, evaluate the planner and its baselines, return episode rows."""
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.train.device)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ds = dataset if dataset is not None else load_dataset(cfg.dataset)
+    timings["data_s"] = time.perf_counter() - t0
+    store = ArtifactStore(Path(store_root))
+    artifacts, records = train_stages(cfg, ds, store, device, progress)
+    stage_cols: dict[str, object] = {}
+    for r in records:
+        stage_cols[f"stage.{r.stage}.key"] = r.key
+        stage_cols[f"stage.{r.stage}.cached"] = r.reused
+        stage_cols[f"stage.{r.stage}.wall_s"] = float(r.wall_time_s)
+        stage_cols[f"stage.{r.stage}.train_s"] = float(
+            0.0 if r.reused else artifacts[r.stage].manifest.get("wall_time_s", r.wall_time_s))
+    tid = trial_id(cfg)
+    rows: list[dict] = []
+    variants = [("latentdiffuser", True)] if cfg.beta > 0 else [("prior", False)]
+    if baselines and cfg.beta > 0:
+        variants.append(("prior", False))
+    for variant, guided in variants:
+        t1 = time.perf_counter()
+        planner = Planner(cfg, artifacts, guided=guided, device=device, seed=cfg.seed)
+        policy = RecedingHorizonPolicy(planner, cfg.eval.replan_every)
+        results = evaluate(policy, ds.info, cfg.eval.episodes, cfg.seed, cfg.eval.max_steps, progress,
+                           desc=f"eval[{variant}]")
+        timings[f"eval_{variant}_s"] = time.perf_counter() - t1
+        overrides = {} if guided else {"beta": 0.0}
+        rows += episode_rows(cfg, suite=suite, trial_id=tid, variant=variant, results=results,
+                             dataset_info=ds.info, dataset_fingerprint=ds.fingerprint, stage_columns=stage_cols,
+                             config_overrides=overrides)
+    if cfg.eval.bc_baseline:
+        t1 = time.perf_counter()
+        policy = bc_stage.BCPolicy(artifacts[bc_stage.NAME], device)
+        results = evaluate(policy, ds.info, cfg.eval.episodes, cfg.seed, cfg.eval.max_steps, progress,
+                           desc="eval[bc]")
+        timings["eval_bc_s"] = time.perf_counter() - t1
+        rows += episode_rows(cfg, suite=suite, trial_id=tid, variant="bc", results=results, dataset_info=ds.info,
+                             dataset_fingerprint=ds.fingerprint, stage_columns=stage_cols)
+    return TrialResult(to_frame(rows), records, artifacts, ds, timings)
+
+
+def bootstrap_ci(x: np.ndarray, reps: int = 2000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return (float("nan"), float("nan"))
+    if len(x) == 1:
+        return (float(x[0]), float(x[0]))
+    rng = np.random.default_rng(seed)
+    means = rng.choice(x, size=(reps, len(x)), replace=True).mean(1)
+    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))

@@ -1,0 +1,152 @@
+"""Planning = energy-guided sampling, then decoding, then receding-horizon control.
+
+`Planner.plan(obs[B])` draws one sequence per observation from the prior, tilted by the trained energy
+(score = prior score with classifier-free guidance + energy.scale * grad f_eta), decodes it to a state
+trajectory and returns the first action. `RecedingHorizonPolicy` keeps each episode's current plan and
+replans every `eval.replan_every` steps; between replans it tracks the planned states with the inverse
+dynamics a_t = f(s_t(actual), s_{t+1}(planned)), which closes the loop on the real state.
+
+With `guided=False` (or beta = 0) the same object is the unguided behavior prior: the baseline every
+evaluation reports beside the method.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ld.config import Config
+from ld.data.normalizer import DatasetNormalizer
+from ld.planning.sampling import draw
+from ld.stages import energy as energy_stage
+from ld.stages import prior as prior_stage
+from ld.stages import vae as vae_stage
+from ld.stages.artifact import Artifact
+from ld.stages.codec import trajectory_energy
+
+
+@dataclass
+class Plan:
+    actions: np.ndarray  # [B, act] first action, environment units
+    states: torch.Tensor  # [B, T, obs] planned states, normalized
+    predicted_return: np.ndarray  # [B] Q(s_1, a_1) in environment return units
+    energy: np.ndarray  # [B] E of the planned trajectory (normalized units)
+    milliseconds: float  # wall time of this batched call
+
+
+class Planner:
+    def __init__(self, cfg: Config, artifacts: dict[str, Artifact], guided: bool = True,
+                 device: torch.device | str = "cpu", seed: int = 0):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        codec_art = artifacts[vae_stage.stage_name(cfg)]
+        self.codec = vae_stage.load_codec(codec_art)
+        self._to_device(self.codec)
+        self.normalizer = DatasetNormalizer.from_state_dict(codec_art.load_json("normalizer"))
+        prior_art = artifacts[prior_stage.stage_name(cfg)]
+        self.prior, self.schedule, self.standardizer = prior_stage.load(prior_art)
+        self.prior.to(self.device)
+        arch = prior_art.load_json("arch")
+        self.x_shape = (arch["horizon"], arch["transition_dim"])
+        self.guided = guided and cfg.beta > 0
+        self.energy = None
+        if self.guided:
+            self.energy = energy_stage.load(artifacts[energy_stage.stage_name(cfg)]).to(self.device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    def _to_device(self, codec) -> None:
+        for attr in ("vae", "dyn"):
+            m = getattr(codec, attr, None)
+            if m is not None:
+                m.to(self.device)
+
+    def _norm_obs(self, obs: np.ndarray) -> torch.Tensor:
+        s = self.normalizer.normalize("states", np.asarray(obs, dtype=np.float32))
+        return torch.as_tensor(s, dtype=torch.float32, device=self.device)
+
+    def inverse_dynamics(self, obs: np.ndarray, target_states: torch.Tensor) -> np.ndarray:
+        """Actions [B, act] (environment units) that move each obs towards its planned next state."""
+        with torch.no_grad():
+            a = self.codec.inverse_dynamics(self._norm_obs(obs), target_states)
+        return self.normalizer.unnormalize("actions", a.cpu().numpy())
+
+    def plan(self, obs: np.ndarray) -> Plan:
+        t0 = time.perf_counter()
+        s1 = self._norm_obs(obs)
+        x0 = draw(
+            self.prior, self.schedule, s1, self.x_shape,
+            guidance_scale=self.cfg.guidance_scale, temperature=self.cfg.temperature,
+            sampler=self.cfg.sampler.name, steps=self.cfg.sampler.steps,
+            energy=self.energy, energy_scale=self.cfg.energy.scale if self.guided else 0.0,
+            generator=self.generator,
+        )
+        with torch.no_grad():
+            decoded = self.codec.decode(self.standardizer.back(x0), s1)
+            energy = trajectory_energy(decoded, self.cfg.energy.target)
+            states = decoded["states"]
+            nxt = states[:, 1] if states.shape[1] > 1 else states[:, 0]
+            actions = self.codec.inverse_dynamics(s1, nxt)
+        q0 = self.normalizer.unnormalize("returns", decoded["q"][:, 0].cpu().numpy())
+        ms = (time.perf_counter() - t0) * 1000.0
+        return Plan(
+            actions=self.normalizer.unnormalize("actions", actions.cpu().numpy()),
+            states=states,
+            predicted_return=np.asarray(q0, dtype=float),
+            energy=energy.cpu().numpy().astype(float),
+            milliseconds=ms,
+        )
+
+
+class RecedingHorizonPolicy:
+    """Batched closed-loop control from a planner: replan every `replan_every` steps, track in between."""
+
+    def __init__(self, planner: Planner, replan_every: int, action_low=None, action_high=None):
+        self.planner = planner
+        self.replan_every = max(1, int(replan_every))
+        self.low, self.high = action_low, action_high
+        self.plans: Optional[torch.Tensor] = None  # [n, T, obs]
+        self.age: Optional[np.ndarray] = None
+        self.decisions = 0
+        self.plan_ms = 0.0
+        self.last: dict[str, np.ndarray] = {}
+
+    def reset(self, n: int) -> None:
+        self.plans = None
+        self.age = np.full(n, -1, dtype=np.int64)
+        self.pred_return = np.full(n, np.nan)
+        self.energy = np.full(n, np.nan)
+
+    def act(self, obs: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """obs [b, obs] of the live episodes `ids` (indices into the batch given to reset)."""
+        assert self.age is not None, "call reset(n) first"
+        horizon = self.planner.x_shape[0] * (1 if self.planner.cfg.modeling == "raw" else
+                                             self.planner.cfg.latent_step)
+        stale = (self.age[ids] < 0) | (self.age[ids] >= min(self.replan_every, horizon - 1))
+        actions = np.zeros((len(ids), self.planner.normalizer["actions"].dim), dtype=np.float64)
+        if stale.any():
+            sel = ids[stale]
+            plan = self.planner.plan(obs[stale])
+            if self.plans is None:
+                self.plans = torch.zeros(len(self.age), *plan.states.shape[1:], device=plan.states.device)
+            self.plans[torch.as_tensor(sel, device=plan.states.device)] = plan.states
+            self.age[sel] = 0
+            self.pred_return[sel] = plan.predicted_return
+            self.energy[sel] = plan.energy
+            actions[stale] = plan.actions
+            self.decisions += 1
+            self.plan_ms += plan.milliseconds
+        fresh = ~stale
+        if fresh.any():
+            sel = ids[fresh]
+            j = torch.as_tensor(self.age[sel] + 1, device=self.plans.device)
+            rows = torch.as_tensor(sel, device=self.plans.device)
+            targets = self.plans[rows, j]
+            actions[fresh] = self.planner.inverse_dynamics(obs[fresh], targets)
+        self.age[ids] += 1
+        if self.low is not None:
+            actions = np.clip(actions, self.low, self.high)
+        return actions

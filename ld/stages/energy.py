@@ -1,0 +1,98 @@
+"""Stage 4: the intermediate energy f_eta(x_k, s_1, k) that turns prior sampling into planning.
+
+Each support sequence x0_i of an initial state s_1 is decoded to a trajectory and scored,
+E_i = E(h(x0_i, s_1)) (`trajectory_energy`: -Q summed over the window, or -return for the Diffuser-style
+ablation). f_eta is then trained on noised supports x_k = alpha_k x0 + sigma_k eps, one k ~ U{0..K-1}
+per initial state shared by its M supports, with the loss chosen by `energy.loss`:
+contrastive (eq. 8; its optimum is the exact intermediate energy, so guided sampling targets
+mu(x | s_1) exp(-beta E)), E-MSE, or MSE (Diffuser's inexact regression).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ld.config import Config
+from ld.models.energy import ENERGY_LOSSES, EnergyMLP
+from ld.stages import prior as prior_stage
+from ld.stages import support as support_stage
+from ld.stages import vae as vae_stage
+from ld.stages.artifact import Artifact, ArtifactWriter
+from ld.stages.codec import trajectory_energy
+from ld.stages.common import StageInputs, publish
+from ld.stages.training import train_loop
+
+NAME = "energy"
+READS = ["beta", "energy.target", "energy.loss", "energy.hidden", "energy.layers", "energy.lr",
+         "energy.batch_size", "energy.steps"]
+
+
+def stage_name(cfg: Config) -> str:
+    return "raw_energy" if cfg.modeling == "raw" else NAME
+
+
+def build_model(arch: dict) -> EnergyMLP:
+    return EnergyMLP(arch["x_dim"], arch["cond_dim"], hidden=arch["hidden"], layers=arch["layers"],
+                     diffusion_steps=arch["diffusion_steps"])
+
+
+def load(artifact: Artifact) -> EnergyMLP:
+    model = build_model(artifact.load_json("arch"))
+    model.load_state_dict(artifact.load("model"))
+    return model.eval()
+
+
+@torch.no_grad()
+def support_energies(codec, standardizer, states: torch.Tensor, x: torch.Tensor, target: str,
+                     chunk: int = 4096) -> torch.Tensor:
+    """E [S, M] of every support sequence x [S, M, N, C] (prior space) given its s_1 states [S, obs]."""
+    S, M = x.shape[:2]
+    flat_x = x.reshape(S * M, *x.shape[2:])
+    flat_s = states.repeat_interleave(M, dim=0)
+    out = []
+    for start in range(0, flat_x.shape[0], chunk):
+        decoded = codec.decode(standardizer.back(flat_x[start:start + chunk]), flat_s[start:start + chunk])
+        out.append(trajectory_energy(decoded, target))
+    return torch.cat(out).reshape(S, M)
+
+
+def run(cfg: Config, inputs: StageInputs) -> Artifact:
+    up_codec, up_prior, up_support = (vae_stage.stage_name(cfg), prior_stage.stage_name(cfg),
+                                      support_stage.stage_name(cfg))
+
+    def produce(out: ArtifactWriter) -> None:
+        codec = vae_stage.load_codec(inputs.upstream[up_codec])
+        _, schedule, standardizer = prior_stage.load(inputs.upstream[up_prior])
+        sup = inputs.upstream[up_support].load("support")
+        states, x = sup["states"], sup["x"]
+        energies = support_energies(codec, standardizer, states, x, cfg.energy.target)
+        torch.manual_seed(cfg.seed)
+        ec = cfg.energy
+        arch = {"x_dim": x.shape[2] * x.shape[3], "cond_dim": states.shape[1], "hidden": ec.hidden,
+                "layers": ec.layers, "diffusion_steps": schedule.K}
+        model = build_model(arch).to(inputs.device)
+        loss_of = ENERGY_LOSSES[ec.loss]
+        S = states.shape[0]
+        dev = inputs.device
+
+        def loss_fn(step, rng, gen):
+            idx = torch.from_numpy(rng.integers(0, S, min(ec.batch_size, S)))
+            x0, s1, e = x[idx].to(dev), states[idx].to(dev), energies[idx].to(dev)
+            k = torch.randint(0, schedule.K, (len(idx),), generator=gen).to(dev)
+            noise = torch.randn(x0.shape, generator=gen).to(dev)
+            alpha, sigma = schedule.alpha_sigma(k)
+            xk = alpha.float()[:, None, None, None] * x0 + sigma.float()[:, None, None, None] * noise
+            M = x0.shape[1]
+            f = model(xk, s1[:, None].expand(-1, M, -1), k[:, None].expand(-1, M))
+            return loss_of(f, e, cfg.beta), {}
+
+        result = train_loop(model, loss_fn, steps=ec.steps, lr=ec.lr, seed=cfg.seed, desc=stage_name(cfg),
+                            log_every=cfg.train.log_every, progress=inputs.progress)
+        out.save("model", {k: v.cpu() for k, v in model.state_dict().items()})
+        out.save_json("arch", arch)
+        out.metrics.update(result.summary())
+        out.metrics["history"] = result.history
+        spread = energies.max(1).values - energies.min(1).values
+        out.metrics.update(energy_mean=float(energies.mean()), energy_spread_mean=float(spread.mean()))
+
+    return publish(stage_name(cfg), READS, cfg, inputs, [up_codec, up_prior, up_support], produce)

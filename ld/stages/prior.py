@@ -1,0 +1,109 @@
+"""Stage 2: the score-based prior p_theta(x | s_1) over the codec's sequences (latents, or raw windows).
+
+A temporal U-Net trained with the epsilon-prediction loss over K diffusion steps; s_1 is dropped with
+probability `prior.cond_dropout` so one network gives both the conditional and unconditional scores that
+classifier-free guidance mixes. The training targets are the encoder means of every window, computed once.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ld.config import Config
+from ld.diffusion import NoiseSchedule, eps_loss
+from ld.models.unet import TemporalUNet
+from ld.stages import vae as vae_stage
+from ld.stages.artifact import Artifact, ArtifactWriter
+from ld.stages.common import StageInputs, publish
+from ld.stages.data import training_data
+
+from ld.stages.training import train_loop
+
+NAME = "prior"
+READS = ["diffusion_steps", "prior"]
+
+
+def stage_name(cfg: Config) -> str:
+    return "raw_prior" if cfg.modeling == "raw" else NAME
+
+
+def build_model(arch: dict) -> TemporalUNet:
+    p = arch["prior"]
+    return TemporalUNet(arch["transition_dim"], arch["cond_dim"], dim=p["dim"], dim_mults=tuple(p["dim_mults"]),
+                        embed_dim=p["embed_dim"], embed_hidden=p["embed_hidden"])
+
+
+class Standardizer:
+    """Per-channel standardization of x_0 before diffusion: the VAE's latents are not unit-scale (its KL
+    weight is ~1e-6), while the noise schedule assumes data of roughly unit variance."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        self.mean, self.std = mean.float(), std.float().clamp_min(1e-4)
+
+    @classmethod
+    def fit(cls, x0: torch.Tensor) -> "Standardizer":
+        flat = x0.reshape(-1, x0.shape[-1])
+        return cls(flat.mean(0), flat.std(0))
+
+    def to(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def back(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std.to(x.device) + self.mean.to(x.device)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean, "std": self.std}
+
+
+def load(artifact: Artifact) -> tuple[TemporalUNet, NoiseSchedule, Standardizer]:
+    arch = artifact.load_json("arch")
+    model = build_model(arch)
+    model.load_state_dict(artifact.load("model"))
+    stats = artifact.load("standardizer")
+    return model.eval(), NoiseSchedule(arch["diffusion_steps"]), Standardizer(stats["mean"], stats["std"])
+
+
+@torch.no_grad()
+def encode_all(codec, data, device, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_0 and s_1 of every window, in normalized units."""
+    xs, conds = [], []
+    for start in range(0, data.n, chunk):
+        idx = torch.arange(start, min(start + chunk, data.n)).numpy()
+        batch = data.batch(idx, device)
+        xs.append(codec.encode(batch).cpu())
+        conds.append(batch["states"][:, 0].cpu())
+    return torch.cat(xs), torch.cat(conds)
+
+
+def run(cfg: Config, inputs: StageInputs) -> Artifact:
+    data = training_data(cfg, inputs)
+    up = vae_stage.stage_name(cfg)
+
+    def produce(out: ArtifactWriter) -> None:
+        codec = vae_stage.load_codec(inputs.upstream[up])
+        x0, s1 = encode_all(codec, data, inputs.device)
+        standardizer = Standardizer.fit(x0)
+        x0 = standardizer.to(x0)
+        torch.manual_seed(cfg.seed)
+        arch = {"transition_dim": x0.shape[-1], "cond_dim": s1.shape[-1], "horizon": x0.shape[1],
+                "diffusion_steps": cfg.diffusion_steps, "prior": cfg.prior.model_dump()}
+        model = build_model(arch).to(inputs.device)
+        schedule = NoiseSchedule(cfg.diffusion_steps)
+        pc = cfg.prior
+
+        def loss_fn(step, rng, gen):
+            idx = torch.from_numpy(rng.integers(0, x0.shape[0], pc.batch_size))
+            loss = eps_loss(model, x0[idx].to(inputs.device), s1[idx].to(inputs.device), schedule,
+                            pc.cond_dropout, generator=gen)
+            return loss, {}
+
+        result = train_loop(model, loss_fn, steps=pc.steps, lr=pc.lr, seed=cfg.seed, desc=stage_name(cfg),
+                            log_every=cfg.train.log_every, progress=inputs.progress)
+        out.save("model", {k: v.cpu() for k, v in model.state_dict().items()})
+        out.save("standardizer", standardizer.state_dict())
+        out.save_json("arch", arch)
+        out.metrics.update(result.summary())
+        out.metrics["history"] = result.history
+        out.metrics["latent_std_mean"] = float(standardizer.std.mean())
+
+    return publish(stage_name(cfg), READS, cfg, inputs, [up], produce)
