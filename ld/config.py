@@ -111,6 +111,9 @@ class TrainConfig(_Strict):
     num_workers: int = Field(1, gt=0)
     use_gpu: bool = False
     log_every: int = Field(200, gt=0)
+    cpu_threads: int = Field(
+        1, ge=0, description="torch intra-op threads on CPU (0 = torch's default); 1 is fastest for the "
+        "smoke/small models, whose ops are too small to amortize a thread barrier on a shared machine")
 
 
 class Config(_Strict):

@@ -71,6 +71,8 @@ def run_trial(cfg: Config, store_root: str | Path, *, suite: str = "run", progre
     """Train (or reuse) every stage of `cfg`, evaluate the planner and its baselines, return episode rows."""
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.train.device)
+    if device.type == "cpu" and cfg.train.cpu_threads > 0:
+        torch.set_num_threads(cfg.train.cpu_threads)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     ds = dataset if dataset is not None else load_dataset(cfg.dataset)
