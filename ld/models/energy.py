@@ -60,8 +60,14 @@ class EnergyMLP(nn.Module):
         layers: int = 4,
         time_embed: int = 64,
         diffusion_steps: Optional[int] = None,
+        x_shape: Optional[tuple[int, int]] = None,
     ):
         super().__init__()
+        # With x_shape = (N, d) inputs are always [..., N, d]: unambiguous even when N = 1 or d = 1, where
+        # a [..., N, d] tensor would otherwise also look like [..., x_dim].
+        if x_shape is not None and x_shape[0] * x_shape[1] != x_dim:
+            raise ValueError(f"x_shape {x_shape} does not match x_dim {x_dim}")
+        self.x_shape = tuple(x_shape) if x_shape is not None else None
         self.x_dim, self.cond_dim, self.time_embed = x_dim, cond_dim, time_embed
         self.diffusion_steps = diffusion_steps
         self.net = mlp(x_dim + cond_dim + time_embed, hidden, layers, 1, act="silu")
@@ -83,7 +89,11 @@ class EnergyMLP(nn.Module):
         cond and k may carry only a prefix of the leading axes (e.g. x [B, M, N, d], cond [B, obs],
         k [B]); they are broadcast over the remaining ones.
         """
-        if x.shape[-1] != self.x_dim:
+        if self.x_shape is not None:
+            if tuple(x.shape[-2:]) != self.x_shape:
+                raise ValueError(f"x has shape {tuple(x.shape)}; expected [..., {self.x_shape[0]}, {self.x_shape[1]}]")
+            x = x.flatten(-2)
+        elif x.shape[-1] != self.x_dim:
             if x.dim() < 2 or x.shape[-2] * x.shape[-1] != self.x_dim:
                 raise ValueError(f"x has shape {tuple(x.shape)}; expected [..., {self.x_dim}] or [..., N, d]")
             x = x.flatten(-2)

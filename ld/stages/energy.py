@@ -33,7 +33,7 @@ def stage_name(cfg: Config) -> str:
 
 def build_model(arch: dict) -> EnergyMLP:
     return EnergyMLP(arch["x_dim"], arch["cond_dim"], hidden=arch["hidden"], layers=arch["layers"],
-                     diffusion_steps=arch["diffusion_steps"])
+                     diffusion_steps=arch["diffusion_steps"], x_shape=tuple(arch["x_shape"]))
 
 
 def load(artifact: Artifact) -> EnergyMLP:
@@ -68,7 +68,7 @@ def run(cfg: Config, inputs: StageInputs) -> Artifact:
         energies = support_energies(codec, standardizer, states, x, cfg.energy.target)
         torch.manual_seed(cfg.seed)
         ec = cfg.energy
-        arch = {"x_dim": x.shape[2] * x.shape[3], "cond_dim": states.shape[1], "hidden": ec.hidden,
+        arch = {"x_dim": x.shape[2] * x.shape[3], "x_shape": [x.shape[2], x.shape[3]], "cond_dim": states.shape[1], "hidden": ec.hidden,
                 "layers": ec.layers, "diffusion_steps": schedule.K}
         model = build_model(arch).to(inputs.device)
         loss_of = ENERGY_LOSSES[ec.loss]
