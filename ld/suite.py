@@ -118,7 +118,7 @@ class Suite:
         seen: set[str] = set()
         for axis, value, over in self.points(scale):
             cfg = _build(_deep_merge(layer, over), preset_name, f"{self.name}: {axis}={value}")
-            if axis != "default" and cfg.flat() == base_cfg.flat():
+            if axis not in ("default", "product") and cfg.flat() == base_cfg.flat():
                 continue  # the default value of a one-at-a-time axis: the shared base point covers it
             for seed in self.seeds(scale):
                 c = cfg.model_copy(update={"seed": seed})

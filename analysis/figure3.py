@@ -1,0 +1,67 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Figure 3: modeling selections per task family
+#
+# Regenerates the paper's Figure 3 from the `figure3` suite's Parquet results (and nothing else): for each
+# task family (dense-reward locomotion, long-horizon maze) one bar per modeling selection -- latent actions
+# (the method), raw action space, skill space, return as energy, E-MSE and MSE energy losses. The selection
+# of a trial is read from its config columns (`modeling`, `energy.target`, `energy.loss`), its family from
+# its environment.
+#
+# A family of several tasks is summarized as in `rliable`: IQM (25%-trimmed mean) over the runs x tasks
+# matrix of per-seed scores, with a stratified bootstrap 95% CI; a family with one task: mean over seeds
+# with a percentile bootstrap 95% CI. Per-task numbers are written next to the figure.
+#
+# `ld report figure3 --results STORAGE` runs this notebook headless; by hand, set `LD_RESULTS` and `LD_OUT`.
+
+# %% tags=["parameters"]
+import os
+
+RESULTS = os.environ.get("LD_RESULTS", "figures/figure3/results")
+OUT = os.environ.get("LD_OUT", "figures/figure3")
+SUITE = os.environ.get("LD_SUITE", "figure3")
+REPS = int(os.environ.get("LD_BOOTSTRAP_REPS", "10000"))
+
+# %%
+import pandas as pd
+
+from ld import analysis as A
+
+df = A.load_results(RESULTS, SUITE)
+print(f"{len(df)} episode rows, {df['trial_id'].nunique()} trials, seeds {sorted(df['seed'].unique())}")
+df.groupby(["dataset_name", "modeling", "energy.target", "energy.loss", "variant"])["normalized_score"].agg(["count", "mean"]).round(1)
+
+# %% [markdown]
+# ## Per task (mean over seeds)
+
+# %%
+tasks = A.figure3_task_table(df, reps=REPS)
+A.write_tidy(tasks, OUT, "figure3_tasks")
+tasks.round(2)
+
+# %% [markdown]
+# ## Per family: one row per bar
+
+# %%
+table = A.figure3_table(df, reps=REPS)
+table.drop(columns=["panel_title"]).round(2)
+
+# %% [markdown]
+# ## Figure
+
+# %%
+fig = A.plot_figure3(table, title=SUITE)
+A.save_figure(fig, OUT, "figure3")
+A.write_tidy(table, OUT, "figure3")
+fig

@@ -1,0 +1,57 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Figure 5: one factor at a time around the default
+#
+# Regenerates the paper's Figure 5 from the `figure5` suite's Parquet results (and nothing else): four
+# panels of bars for latent steps **L**, planning horizon **H** (in latent actions, H = T / L, with the raw
+# window T), inverse temperature **beta** and diffusion steps **K**. Each panel holds the trials of its axis
+# plus the shared default point (highlighted). Bar = mean over seeds of the per-seed mean normalized score
+# over evaluation episodes of the method (LatentDiffuser; at beta = 0 the unguided planner *is* the method);
+# error bars = 95% percentile bootstrap CI over seeds.
+#
+# `ld report figure5 --results STORAGE` runs this notebook headless. To run it by hand, set `LD_RESULTS`
+# (a sweep storage root, its `results/figure5/` folder, or a Parquet file) and optionally `LD_OUT`.
+
+# %% tags=["parameters"]
+import os
+
+RESULTS = os.environ.get("LD_RESULTS", "figures/figure5/results")
+OUT = os.environ.get("LD_OUT", "figures/figure5")
+SUITE = os.environ.get("LD_SUITE", "figure5")
+REPS = int(os.environ.get("LD_BOOTSTRAP_REPS", "10000"))
+
+# %%
+import pandas as pd
+
+from ld import analysis as A
+
+df = A.load_results(RESULTS, SUITE)
+print(f"{len(df)} episode rows, {df['trial_id'].nunique()} trials, seeds {sorted(df['seed'].unique())}")
+df.groupby(["sweep.axis", "sweep.value", "variant"])["normalized_score"].agg(["count", "mean"]).round(1)
+
+# %% [markdown]
+# ## Aggregate: one row per bar
+
+# %%
+table = A.figure5_table(df, reps=REPS)
+table.drop(columns=["panel_title"]).round(2)
+
+# %% [markdown]
+# ## Figure
+
+# %%
+fig = A.plot_figure5(table, title=f"{SUITE}: {df['dataset_name'].iloc[0]}")
+A.save_figure(fig, OUT, "figure5")
+A.write_tidy(table, OUT, "figure5")
+fig

@@ -1,0 +1,464 @@
+"""Aggregation and plotting for the paper's figures, from the results Parquet only.
+
+    load_results(uri, suite=None)          every results table under `uri`, schema-checked (ResultsError)
+    method_rows(df)                        the rows of the method itself (LatentDiffuser; the beta = 0 trial's
+                                           unguided planner counts as the method at beta = 0)
+    per_seed(df, keys)                     one score per run: mean normalized score over its episodes
+    mean_ci(x) / iqm(x) / stratified_iqm_ci(tasks)   the statistics (pure numpy, no rliable needed)
+    figure5_table(df) / figure3_table(df)  tidy tables: one row per plotted bar
+    plot_figure5(table) / plot_figure3(table), save_figure(fig, out_dir, stem)
+
+Statistics follow Agarwal et al. (2021, `rliable`): a setting's score on one task is the mean over seeds of
+the per-seed mean over evaluation episodes, with a 95% percentile bootstrap CI over seeds; a family of
+several tasks is summarized by the interquartile mean (IQM, the 25%-trimmed mean) of the runs x tasks score
+matrix, with a stratified bootstrap CI (runs resampled with replacement within each task).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ld.results import REQUIRED_COLUMNS
+
+SWEEP_AXIS, SWEEP_VALUE = "sweep.axis", "sweep.value"
+METHOD = "latentdiffuser"
+
+FIGURE5_AXES = ("latent_step", "horizon", "beta", "diffusion_steps")
+FIGURE5_TITLES = {
+    "latent_step": "Latent steps L",
+    "horizon": "Planning horizon H = T / L",
+    "beta": "Inverse temperature \N{GREEK SMALL LETTER BETA}",
+    "diffusion_steps": "Diffusion steps K",
+}
+# Figure 3: (label, predicate on one row's config) in the order the bars are drawn.
+SELECTIONS = ("latent actions", "raw action space", "skill space", "return as energy", "E-MSE", "MSE")
+SHORT_LABELS = {"latent actions": "latent\nactions", "raw action space": "raw\nactions", "skill space": "skill\nspace",
+                "return as energy": "return\nenergy", "E-MSE": "E-MSE", "MSE": "MSE"}
+FAMILY_TITLES = {
+    "locomotion": "Locomotion (dense reward)",
+    "maze": "Maze (long horizon, sparse reward)",
+    "adroit": "Adroit",
+    "kitchen": "Kitchen",
+    "other": "Other tasks",
+}
+TIDY_COLUMNS = ("panel", "setting", "mean", "ci_low", "ci_high", "n_seeds", "n_episodes")
+
+
+class ResultsError(ValueError):
+    """A results set that cannot be analyzed (none, empty, wrong schema), phrased for the user."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# reading
+
+
+def _fs_and_path(uri: str | Path):
+    import pyarrow.fs as pafs
+
+    s = str(uri)
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", s) and not s.startswith("file://"):
+        fs, path = pafs.FileSystem.from_uri(s)
+        return fs, path
+    if s.startswith("file://"):
+        s = s[len("file://"):]
+    return pafs.LocalFileSystem(), str(Path(s).expanduser().resolve())
+
+
+def find_parquet_files(uri: str | Path, suite: Optional[str] = None) -> list[str]:
+    """Parquet files of a results set. `uri` may be a sweep storage root (its `results/<suite>/` is used),
+    a `results/<suite>/` folder, an `ld run --out` folder (its `results/`), or one Parquet file."""
+    import pyarrow.fs as pafs
+
+    fs, path = _fs_and_path(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise ResultsError(f"results not found: {uri}")
+    if info.type == pafs.FileType.File:
+        return [path]
+    candidates = []
+    if suite:
+        candidates.append(f"{path}/results/{suite}")
+    candidates += [path, f"{path}/results"]
+    for folder in candidates:
+        if fs.get_file_info(folder).type != pafs.FileType.Directory:
+            continue
+        files = sorted(
+            f.path for f in fs.get_file_info(pafs.FileSelector(folder, recursive=False))
+            if f.type == pafs.FileType.File and f.base_name.endswith(".parquet") and not f.base_name.startswith(".")
+        )
+        if files:
+            return files
+    where = f"{path}/results/{suite}/, " if suite else ""
+    raise ResultsError(f"no results (*.parquet) under {uri} (looked in {where}{path}/ and {path}/results/)")
+
+
+def results_dir(uri: str | Path, suite: Optional[str] = None) -> str:
+    """The folder that holds the results files (where `_status/` lives, if anywhere)."""
+    files = find_parquet_files(uri, suite)
+    return files[0].rsplit("/", 1)[0]
+
+
+def load_results(uri: str | Path, suite: Optional[str] = None) -> pd.DataFrame:
+    """All results rows under `uri`, checked against the results schema; rows of other suites dropped.
+    Raises ResultsError (one message) when there is nothing usable."""
+    import pyarrow.parquet as pq
+
+    fs, _ = _fs_and_path(uri)
+    frames = []
+    for f in find_parquet_files(uri, suite):
+        try:
+            table = pq.read_table(f, filesystem=fs)
+        except Exception as e:  # pyarrow raises several types for a corrupt or non-Parquet file
+            raise ResultsError(f"{f}: not a readable Parquet file ({type(e).__name__}: {e})") from None
+        df = table.to_pandas()
+        missing = [c for c in (*REQUIRED_COLUMNS, "seed") if c not in df.columns]
+        if missing:
+            raise ResultsError(f"{f}: not an ld results table (missing columns: {', '.join(missing)})")
+        if len(df) == 0:
+            continue
+        frames.append(df)
+    if not frames:
+        raise ResultsError(f"results under {uri} hold no rows")
+    df = pd.concat(frames, ignore_index=True, sort=False)
+    if suite and "suite" in df.columns and (df["suite"] == suite).any():
+        df = df[df["suite"] == suite].reset_index(drop=True)
+    elif suite and "suite" in df.columns and SWEEP_AXIS in df.columns:
+        found = ", ".join(sorted(map(str, df["suite"].unique())))
+        raise ResultsError(f"results under {uri} are for suite(s) {found}, not {suite}")
+    if df["normalized_score"].isna().all():
+        raise ResultsError(f"results under {uri}: normalized_score is empty in every row")
+    return df
+
+
+# ----------------------------------------------------------------------------------------------------
+# selecting rows
+
+
+def method_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The method's rows: `variant == latentdiffuser`; a trial with no such rows whose rows all have
+    beta = 0 (the beta = 0 point: planning without energy guidance) contributes its `prior` rows."""
+    keep = df["variant"] == METHOD
+    has_method = df.loc[keep, "trial_id"].unique()
+    rest = df[~df["trial_id"].isin(has_method) & (df["variant"] == "prior")]
+    if len(rest):
+        zero_beta = rest.groupby("trial_id")["beta"].apply(lambda b: bool((b == 0).all()))
+        keep |= df["trial_id"].isin(zero_beta[zero_beta].index) & (df["variant"] == "prior")
+    return df[keep]
+
+
+def per_seed(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """One row per (keys..., seed): the mean normalized score over that run's episodes and their count."""
+    g = df.groupby([*keys, "seed"], dropna=False, sort=False)["normalized_score"]
+    return g.agg(score="mean", n_episodes="count").reset_index()
+
+
+# ----------------------------------------------------------------------------------------------------
+# statistics
+
+
+def mean_ci(x: Iterable[float], reps: int = 10000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float, float]:
+    """Mean and its percentile bootstrap CI; the CI is NaN with fewer than 2 values (nothing to resample)."""
+    x = np.asarray(list(x), dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return (float("nan"),) * 3
+    m = float(x.mean())
+    if len(x) < 2:
+        return m, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(reps, len(x)))].mean(1)
+    return m, float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+
+
+def iqm(x: Iterable[float], axis: Optional[int] = None) -> Any:
+    """Interquartile mean: the mean of the middle 50% (scipy.stats.trim_mean(x, 0.25), as rliable)."""
+    a = np.asarray(x, dtype=float)
+    if axis is None:
+        a, axis = a.ravel(), 0
+    a = np.sort(a, axis=axis)
+    n = a.shape[axis]
+    cut = int(0.25 * n)
+    return np.take(a, np.arange(cut, n - cut), axis=axis).mean(axis=axis)
+
+
+def stratified_iqm_ci(tasks: Sequence[Iterable[float]], reps: int = 10000, seed: int = 0, alpha: float = 0.05,
+                      stat: Callable = iqm) -> tuple[float, float, float]:
+    """`stat` (IQM) over the runs of all tasks, with a stratified bootstrap CI: each replicate resamples
+    every task's runs with replacement within that task (rliable's StratifiedBootstrap; tasks may have
+    different numbers of runs). CI is NaN when no task has 2 runs."""
+    cols = [np.asarray(list(t), dtype=float) for t in tasks]
+    cols = [c[np.isfinite(c)] for c in cols]
+    cols = [c for c in cols if len(c)]
+    if not cols:
+        return (float("nan"),) * 3
+    point = float(stat(np.concatenate(cols)))
+    if max(len(c) for c in cols) < 2:
+        return point, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    samples = np.concatenate([c[rng.integers(0, len(c), size=(reps, len(c)))] for c in cols], axis=1)
+    boots = stat(samples, axis=1)
+    return point, float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Figure 5: one factor at a time
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _fmt(v: float) -> str:
+    return f"{v:g}"
+
+
+def figure5_table(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.DataFrame:
+    """One row per bar: for each axis panel (L, H, beta, K, in that order, then any other axis), the
+    axis's own trials plus the shared default point (`is_default`), sorted by value."""
+    if SWEEP_AXIS not in df.columns:
+        raise ResultsError(f"Figure 5 needs the sweep columns ({SWEEP_AXIS}, {SWEEP_VALUE}) that `ld sweep` writes")
+    rows = method_rows(df)
+    if rows.empty:
+        raise ResultsError("no rows of the method (variant latentdiffuser, or the beta = 0 trial) in the results")
+    axes = [a for a in rows[SWEEP_AXIS].astype(str).unique() if a not in ("default", "product")]
+    axes = [a for a in FIGURE5_AXES if a in axes] + sorted(a for a in axes if a not in FIGURE5_AXES)
+    if not axes:
+        raise ResultsError("the results hold only the default point: no one-at-a-time axis to plot")
+    out = []
+    for axis in axes:
+        if axis not in rows.columns:
+            raise ResultsError(f"sweep axis {axis!r} has no column of that name in the results")
+        panel = rows[rows[SWEEP_AXIS].isin([axis, "default"])]
+        keys = list(dict.fromkeys([axis, "_default", "latent_step", "horizon"]))
+        runs = per_seed(panel.assign(_default=panel[SWEEP_AXIS] == "default"), keys)
+        for key, g in runs.groupby(keys, sort=False):
+            k = dict(zip(keys, key))
+            value, is_default, L, T = k[axis], k["_default"], k["latent_step"], k["horizon"]
+            m, lo, hi = mean_ci(g["score"], reps=reps, seed=seed)
+            v = _num(value)
+            if axis == "horizon":
+                label = f"H={_fmt(_num(T) / _num(L))}\nT={_fmt(_num(T))}"
+            else:
+                label = _fmt(v) if np.isfinite(v) else str(value)
+            out.append({
+                "panel": axis, "panel_title": FIGURE5_TITLES.get(axis, axis), "setting": label,
+                "value": v, "is_default": bool(is_default), "latent_step": int(L), "horizon": int(T),
+                "mean": m, "ci_low": lo, "ci_high": hi, "n_seeds": int(g["seed"].nunique()),
+                "n_episodes": int(g["n_episodes"].sum()),
+            })
+    table = pd.DataFrame(out, columns=["panel", "panel_title", "setting", "value", "is_default", "latent_step",
+                                       "horizon", "mean", "ci_low", "ci_high", "n_seeds", "n_episodes"])
+    order = {a: i for i, a in enumerate(axes)}
+    table = table.sort_values(["panel", "value"], key=lambda s: s.map(order) if s.name == "panel" else s)
+    return table.reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Figure 3: modeling selections per task family
+
+
+def selection_label(row: pd.Series | dict) -> str:
+    """The Figure 3 modeling selection a row's config is (one change from the method at a time)."""
+    if row["modeling"] == "raw":
+        return "raw action space"
+    if row["modeling"] == "skill":
+        return "skill space"
+    if row["energy.target"] == "return":
+        return "return as energy"
+    if row["energy.loss"] == "emse":
+        return "E-MSE"
+    if row["energy.loss"] == "mse":
+        return "MSE"
+    return "latent actions"
+
+
+def task_family(dataset_name: str, env_id: Optional[str] = None) -> str:
+    """locomotion | maze | adroit | kitchen | other, from the env id (or the dataset name)."""
+    s = f"{env_id or ''} {dataset_name or ''}".lower()
+    if "maze" in s:
+        return "maze"
+    if any(k in s for k in ("halfcheetah", "hopper", "walker", "ant", "humanoid", "swimmer")):
+        return "locomotion"
+    if any(k in s for k in ("pen", "hammer", "door", "relocate", "adroit")):
+        return "adroit"
+    if "kitchen" in s:
+        return "kitchen"
+    return "other"
+
+
+def _with_selection(df: pd.DataFrame) -> pd.DataFrame:
+    rows = method_rows(df)
+    if rows.empty:
+        raise ResultsError("no rows of the method (variant latentdiffuser) in the results")
+    sel = rows[["modeling", "energy.target", "energy.loss"]].apply(selection_label, axis=1)
+    fam = [task_family(d, e) for d, e in zip(rows["dataset_name"], rows["env_id"])]
+    return rows.assign(selection=sel.to_numpy(), family=fam, task=rows["dataset_name"].astype(str))
+
+
+def figure3_task_table(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.DataFrame:
+    """Per task and selection: mean over seeds with a bootstrap CI (the numbers behind each family bar)."""
+    runs = per_seed(_with_selection(df), ["family", "task", "selection"])
+    out = []
+    for (fam, task, sel), g in runs.groupby(["family", "task", "selection"], sort=False):
+        m, lo, hi = mean_ci(g["score"], reps=reps, seed=seed)
+        out.append({"family": fam, "task": task, "setting": sel, "mean": m, "ci_low": lo, "ci_high": hi,
+                    "n_seeds": int(g["seed"].nunique()), "n_episodes": int(g["n_episodes"].sum())})
+    t = pd.DataFrame(out)
+    return _order_fig3(t, ["family", "task"])
+
+
+def figure3_table(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.DataFrame:
+    """One row per bar: per family and selection, IQM over runs x tasks with a stratified bootstrap CI if
+    the family has several tasks, else mean over seeds with a bootstrap CI (`aggregate` says which)."""
+    runs = per_seed(_with_selection(df), ["family", "task", "selection"])
+    out = []
+    for (fam, sel), g in runs.groupby(["family", "selection"], sort=False):
+        tasks = sorted(g["task"].unique())
+        if len(tasks) > 1:
+            m, lo, hi = stratified_iqm_ci([g.loc[g["task"] == t, "score"] for t in tasks], reps=reps, seed=seed)
+            agg = "IQM"
+        else:
+            m, lo, hi = mean_ci(g["score"], reps=reps, seed=seed)
+            agg = "mean"
+        out.append({"panel": fam, "panel_title": FAMILY_TITLES.get(fam, fam), "setting": sel, "aggregate": agg,
+                    "mean": m, "ci_low": lo, "ci_high": hi, "n_seeds": int(g["seed"].nunique()),
+                    "n_runs": len(g), "n_episodes": int(g["n_episodes"].sum()), "n_tasks": len(tasks),
+                    "tasks": ";".join(tasks)})
+    return _order_fig3(pd.DataFrame(out), ["panel"])
+
+
+def _order_fig3(t: pd.DataFrame, first: list[str]) -> pd.DataFrame:
+    if t.empty:
+        return t
+    fam_key = {f: i for i, f in enumerate(FAMILY_TITLES)}
+    sel_key = {s: i for i, s in enumerate(SELECTIONS)}
+    fam_col = "panel" if "panel" in t.columns else "family"
+    t = t.assign(_f=t[fam_col].map(fam_key), _s=t["setting"].map(sel_key))
+    return t.sort_values(["_f", *[c for c in first if c != fam_col], "_s"]).drop(columns=["_f", "_s"]).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# plotting
+
+
+def _style():
+    import seaborn as sns
+
+    sns.set_theme(context="paper", style="ticks", font_scale=1.25,
+                  rc={"axes.spines.right": False, "axes.spines.top": False, "savefig.dpi": 200,
+                      "svg.fonttype": "none"})
+    return sns
+
+
+def palette() -> dict[str, Any]:
+    """One color per Figure 3 selection, and Figure 5's bar / default-bar colors (colorblind-safe)."""
+    import seaborn as sns
+
+    cb = sns.color_palette("colorblind", 10)
+    colors = {s: cb[i] for i, s in enumerate(SELECTIONS)}
+    colors["_bar"] = sns.color_palette("colorblind")[0]
+    colors["_default"] = sns.color_palette("colorblind")[1]
+    return colors
+
+
+def _bars(ax, t: pd.DataFrame, colors: list, edge: list | None = None):
+    x = np.arange(len(t))
+    means = t["mean"].to_numpy(float)
+    ax.bar(x, means, color=colors, edgecolor=edge or "black", linewidth=0.6, width=0.72, zorder=2)
+    lo, hi = t["ci_low"].to_numpy(float), t["ci_high"].to_numpy(float)
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    if ok.any():
+        err = np.vstack([means[ok] - lo[ok], hi[ok] - means[ok]])
+        ax.errorbar(x[ok], means[ok], yerr=np.clip(err, 0, None), fmt="none", ecolor="black", elinewidth=1.0,
+                    capsize=3, zorder=3)
+    span = np.nanmax(np.abs(np.concatenate([means, lo[ok], hi[ok]]))) if len(means) else 1.0
+    span = span if np.isfinite(span) and span > 0 else 1.0
+    tops = np.where(ok, np.fmax(hi, means), means)
+    tasks = t["n_tasks"] if "n_tasks" in t.columns else [1] * len(t)
+    for xi, y, n, k in zip(x, tops, t["n_seeds"], tasks):
+        label = f"n={n}" if k <= 1 else f"n={n}\N{MULTIPLICATION SIGN}{k}"
+        ax.text(xi, max(y, 0) + 0.02 * span, label, ha="center", va="bottom", fontsize=7.5, color="0.25", zorder=4)
+    ax.axhline(0, color="black", linewidth=0.6, zorder=1)
+    ax.set_xticks(x)
+    return x
+
+
+def plot_figure5(table: pd.DataFrame, title: Optional[str] = None):
+    """Four panels of bars (L, H, beta, K), the shared default bar highlighted."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    _style()
+    colors = palette()
+    panels = list(dict.fromkeys(table["panel"]))
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.1 * max(len(panels), 1), 3.6), sharey=True,
+                             squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        t = table[table["panel"] == panel]
+        cols = [colors["_default"] if d else colors["_bar"] for d in t["is_default"]]
+        _bars(ax, t, cols)
+        ax.set_xticklabels(t["setting"])
+        ax.set_title(t["panel_title"].iloc[0], fontsize=11)
+        ax.set_xlabel({"latent_step": "L", "horizon": "latent actions H / raw steps T", "beta": "\N{GREEK SMALL LETTER BETA}",
+                       "diffusion_steps": "K"}.get(panel, panel), fontsize=9.5)
+    axes[0][0].set_ylabel("normalized score")
+    handles = [Patch(facecolor=colors["_default"], edgecolor="black", label="default (shared point)"),
+               Patch(facecolor=colors["_bar"], edgecolor="black", label="one factor changed")]
+    fig.legend(handles=handles, loc="upper right", ncol=2, frameon=False, fontsize=9, bbox_to_anchor=(1.0, 1.02))
+    fig.text(0.01, 0.005, "mean normalized score over seeds (per seed: mean over episodes); error bars: 95% "
+             "bootstrap CI over seeds; n = seeds per bar", fontsize=8, color="0.3")
+    if title:
+        fig.suptitle(title, x=0.01, ha="left", fontsize=11, y=1.02)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+    return fig
+
+
+def plot_figure3(table: pd.DataFrame, title: Optional[str] = None):
+    """One panel per task family, one bar per modeling selection (colors shared across panels)."""
+    import matplotlib.pyplot as plt
+
+    _style()
+    colors = palette()
+    panels = list(dict.fromkeys(table["panel"]))
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.4 * max(len(panels), 1), 3.9), sharey=True,
+                             squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        t = table[table["panel"] == panel]
+        _bars(ax, t, [colors.get(s, "0.5") for s in t["setting"]])
+        ax.set_xticklabels([SHORT_LABELS.get(s, s) for s in t["setting"]], fontsize=9)
+        agg = t["aggregate"].iloc[0]
+        tasks = t["tasks"].iloc[0].split(";")
+        sub = f"{agg} over {len(tasks)} tasks" if len(tasks) > 1 else f"{tasks[0]}, mean over seeds"
+        ax.set_title(f"{t['panel_title'].iloc[0]}\n{sub}", fontsize=10.5)
+    axes[0][0].set_ylabel("normalized score")
+    fig.text(0.01, 0.005, "several tasks: IQM over runs x tasks, stratified bootstrap 95% CI; one task: mean over "
+             "seeds, bootstrap 95% CI; n = seeds (\N{MULTIPLICATION SIGN} tasks)", fontsize=8, color="0.3")
+    if title:
+        fig.suptitle(title, x=0.01, ha="left", fontsize=11)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def save_figure(fig, out_dir: str | Path, stem: str) -> list[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.png", out / f"{stem}.svg"]
+    for p in paths:
+        fig.savefig(p, bbox_inches="tight")
+    return paths
+
+
+def write_tidy(table: pd.DataFrame, out_dir: str | Path, stem: str) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stem}.csv"
+    table.to_csv(path, index=False, float_format="%.6g")
+    return path

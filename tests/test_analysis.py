@@ -1,0 +1,180 @@
+"""The figures' statistics against exact answers, and the figure tables against an independent pandas
+computation on suite-shaped results (synthetic scores, the real results schema)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ld import analysis as A
+from results_fixtures import rng_scores, write_suite_results
+
+
+# ----------------------------------------------------------------------------------------------------
+# statistics
+
+
+def test_iqm_is_the_25_percent_trimmed_mean():
+    assert A.iqm([1, 2, 3, 4, 5, 6, 100, 200]) == pytest.approx(4.5)  # middle 4 of 8
+    assert A.iqm([7.0]) == 7.0
+    x = np.random.default_rng(0).normal(size=(13, 5))
+    scipy_stats = pytest.importorskip("scipy.stats")
+    assert A.iqm(x) == pytest.approx(scipy_stats.trim_mean(x, 0.25, axis=None))
+    assert np.allclose(A.iqm(x, axis=1), scipy_stats.trim_mean(x, 0.25, axis=1))
+
+
+def test_mean_ci_brackets_the_mean_and_is_nan_for_one_seed():
+    m, lo, hi = A.mean_ci([10, 20, 30, 40], reps=4000)
+    assert m == 25 and 10 <= lo < m < hi <= 40
+    assert A.mean_ci([10, 20, 30, 40], reps=4000) == (m, lo, hi)  # seeded: reproducible
+    assert A.mean_ci([5, 5, 5]) == (5, 5, 5)
+    m1, lo1, hi1 = A.mean_ci([42.0])
+    assert m1 == 42 and np.isnan(lo1) and np.isnan(hi1)
+
+
+def test_stratified_bootstrap_resamples_runs_within_each_task():
+    # Task a: every run 0; task b: every run 10. Resampling within tasks always keeps 3 runs of each, so
+    # every replicate is the same matrix and the CI collapses; a pooled bootstrap would not.
+    point, lo, hi = A.stratified_iqm_ci([[0, 0, 0], [10, 10, 10]], reps=2000)
+    assert point == lo == hi == pytest.approx(5.0)  # IQM of [0,0,0,10,10,10] = mean(0,0,10,10)
+    point, lo, hi = A.stratified_iqm_ci([[0, 1, 2, 3], [10, 11, 12, 13]], reps=2000)
+    assert lo < point < hi
+    assert np.isnan(A.stratified_iqm_ci([[1.0], [2.0]])[1])
+
+
+def _rows(**cols) -> pd.DataFrame:
+    return pd.DataFrame(cols)
+
+
+def test_method_rows_takes_latentdiffuser_and_the_beta0_trials_prior_rows():
+    df = _rows(trial_id=["t3", "t3", "t3", "t0", "t0", "tb"],
+               variant=["latentdiffuser", "prior", "bc", "prior", "prior", "latentdiffuser"],
+               beta=[3.0, 0.0, 3.0, 0.0, 0.0, 0.0], normalized_score=[1, 2, 3, 4, 5, 6])
+    got = A.method_rows(df)
+    # t3: only its guided rows; t0 (beta = 0, no guided rows): its prior rows; tb: beta-0 trial written
+    # as latentdiffuser rows
+    assert got["normalized_score"].tolist() == [1, 4, 5, 6]
+
+
+@pytest.mark.parametrize("row,label", [
+    ({"modeling": "latent", "energy.target": "q_sum", "energy.loss": "contrastive"}, "latent actions"),
+    ({"modeling": "raw", "energy.target": "q_sum", "energy.loss": "contrastive"}, "raw action space"),
+    ({"modeling": "skill", "energy.target": "q_sum", "energy.loss": "contrastive"}, "skill space"),
+    ({"modeling": "latent", "energy.target": "return", "energy.loss": "contrastive"}, "return as energy"),
+    ({"modeling": "latent", "energy.target": "q_sum", "energy.loss": "emse"}, "E-MSE"),
+    ({"modeling": "latent", "energy.target": "q_sum", "energy.loss": "mse"}, "MSE"),
+])
+def test_selection_labels(row, label):
+    assert A.selection_label(row) == label
+
+
+def test_task_families():
+    assert A.task_family("halfcheetah-medium-replay", "HalfCheetah-v5") == "locomotion"
+    assert A.task_family("pointmaze-umaze", "PointMaze_UMaze-v3") == "maze"
+    assert A.task_family("antmaze-large-play-v0", "AntMaze_Large-v5") == "maze"
+    assert A.task_family("hopper-medium-expert-v2", "Hopper-v5") == "locomotion"
+    assert A.task_family("pen-human-v0", "AdroitHandPen-v1") == "adroit"
+
+
+# ----------------------------------------------------------------------------------------------------
+# figure tables vs an independent computation
+
+
+@pytest.fixture(scope="module")
+def fig5(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("fig5")
+    suite, trials, _ = write_suite_results(storage, "figure5", "small", score=rng_scores(1))
+    return suite, trials, A.load_results(storage, "figure5")
+
+
+@pytest.fixture(scope="module")
+def fig3(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("fig3")
+    suite, trials, _ = write_suite_results(storage, "figure3", "small", score=rng_scores(2))
+    return suite, trials, A.load_results(storage, "figure3")
+
+
+def expected_figure5(df: pd.DataFrame, base: dict) -> dict:
+    """{(panel, value): (mean over seeds, n_seeds)} computed directly from the rows."""
+    guided = df[df["variant"] == "latentdiffuser"]
+    beta0 = df[(df["sweep.axis"] == "beta") & (pd.to_numeric(df["sweep.value"], errors="coerce") == 0)]
+    rows = pd.concat([guided, beta0])
+    per_seed = rows.groupby(["sweep.axis", "sweep.value", "seed"])["normalized_score"].mean().reset_index()
+    out = {}
+    for (axis, value), g in per_seed.groupby(["sweep.axis", "sweep.value"]):
+        panels = [a for a in base] if axis == "default" else [axis]
+        for p in panels:
+            v = float(base[p]) if axis == "default" else float(value)
+            out[(p, v)] = (g["normalized_score"].mean(), g["seed"].nunique())
+    return out
+
+
+def test_figure5_table_matches_an_independent_computation(fig5):
+    suite, trials, df = fig5
+    t = A.figure5_table(df, reps=500)
+    assert list(dict.fromkeys(t["panel"])) == ["latent_step", "horizon", "beta", "diffusion_steps"]
+    base = suite.base_values("small")
+    for panel, g in t.groupby("panel"):
+        values = sorted({float(v) for v in suite.axes("small")[panel]} | {float(base[panel])})
+        assert g["value"].tolist() == values  # every axis value plus the default, sorted
+        assert g["is_default"].sum() == 1 and float(g.loc[g["is_default"], "value"].iloc[0]) == float(base[panel])
+    exp = expected_figure5(df, base)
+    assert len(t) == len(exp)
+    for _, r in t.iterrows():
+        mean, n = exp[(r["panel"], r["value"])]
+        assert r["mean"] == pytest.approx(mean) and r["n_seeds"] == n == 3
+        assert r["n_episodes"] == 30 and r["ci_low"] <= r["mean"] <= r["ci_high"]
+    h = t[t["panel"] == "horizon"]
+    assert h["setting"].tolist() == ["H=4\nT=12", "H=8\nT=24", "H=16\nT=48"]  # L = 3
+
+
+def test_figure3_table_matches_an_independent_computation(fig3):
+    _, _, df = fig3
+    t = A.figure3_table(df, reps=500)
+    assert list(dict.fromkeys(t["panel"])) == ["locomotion", "maze"]
+    for _, g in t.groupby("panel"):
+        assert g["setting"].tolist() == list(A.SELECTIONS)
+    guided = df[df["variant"] == "latentdiffuser"]
+    per_seed = guided.groupby(["dataset_name", "modeling", "energy.target", "energy.loss", "seed"])[
+        "normalized_score"].mean().reset_index()
+    per_seed["setting"] = per_seed.apply(A.selection_label, axis=1)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for _, r in t.iterrows():
+        tasks = ["halfcheetah-medium-replay"] if r["panel"] == "locomotion" else ["pointmaze-medium", "pointmaze-umaze"]
+        g = per_seed[per_seed["dataset_name"].isin(tasks) & (per_seed["setting"] == r["setting"])]
+        if r["panel"] == "locomotion":
+            assert r["aggregate"] == "mean" and r["mean"] == pytest.approx(g["normalized_score"].mean())
+        else:
+            matrix = g.pivot(index="seed", columns="dataset_name", values="normalized_score").to_numpy()
+            assert matrix.shape == (3, 2)
+            assert r["aggregate"] == "IQM"
+            assert r["mean"] == pytest.approx(scipy_stats.trim_mean(matrix, 0.25, axis=None))
+            assert r["n_tasks"] == 2 and r["n_runs"] == 6
+        assert r["n_seeds"] == 3 and r["ci_low"] <= r["mean"] <= r["ci_high"]
+    per_task = A.figure3_task_table(df, reps=200)
+    assert len(per_task) == 3 * 6
+
+
+# ----------------------------------------------------------------------------------------------------
+# reading
+
+
+def test_load_results_errors_are_one_clear_message(tmp_path, fig5):
+    with pytest.raises(A.ResultsError, match="not found"):
+        A.load_results(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(A.ResultsError, match="no results"):
+        A.load_results(tmp_path / "empty")
+    pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(A.ResultsError, match="missing columns: schema_version"):
+        A.load_results(tmp_path / "bad.parquet")
+    _, _, df = fig5
+    df.iloc[:0].to_parquet(tmp_path / "zero.parquet")
+    with pytest.raises(A.ResultsError, match="no rows"):
+        A.load_results(tmp_path / "zero.parquet")
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    with pytest.raises(A.ResultsError, match="not a readable Parquet"):
+        A.load_results(tmp_path / "junk.parquet")
+    with pytest.raises(A.ResultsError, match="sweep columns"):
+        A.figure5_table(df.drop(columns=["sweep.axis", "sweep.value"]))

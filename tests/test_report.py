@@ -1,0 +1,168 @@
+"""`ld report` end to end on suite-shaped results: the notebooks run headless, the figures' content is
+checked from the tidy CSV, missing trials and failures are listed, bad results are one error (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import nbformat
+import pandas as pd
+import pytest
+
+from ld.analysis import SELECTIONS
+from ld.results import write_parquet
+from results_fixtures import rng_scores, write_suite_results
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LD_BOOTSTRAP_REPS": "1000"}
+
+
+def _report_argv() -> list[str]:
+    """`ld report` through ld.cli once the lead has wired it, else ld.report's own entry point."""
+    from ld.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    module = "ld.cli" if "report" in sub.choices else "ld.report"
+    return [sys.executable, "-m", module, "report"]
+
+
+def ld_report(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([*_report_argv(), *map(str, args)], capture_output=True, text=True, env=ENV, timeout=300)
+
+
+def _is(value):
+    return lambda t: t.axis == "latent_step" and t.value == value and t.config.seed == 1
+
+
+@pytest.fixture(scope="module")
+def fig5_report(tmp_path_factory):
+    """figure5 at small scale with the L = 2, seed 1 trial missing and a failure record for it."""
+    storage = tmp_path_factory.mktemp("storage5")
+    suite, trials, folder = write_suite_results(storage, "figure5", "small", score=rng_scores(5), skip=_is(2))
+    write_parquet(pd.DataFrame([{"suite": "figure5", "trial_id": "abc", "seed": 1, "status": "failed",
+                                 "sweep.axis": "latent_step", "sweep.value": "2", "rows": 0,
+                                 "error": "RuntimeError: CUDA out of memory"}]),
+                  folder / "_status" / "trial=abc-seed=1.parquet")
+    out = tmp_path_factory.mktemp("report5") / "figure5"
+    p = ld_report("figure5", "--results", storage, "--out", out)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return suite, storage, out, p
+
+
+@pytest.fixture(scope="module")
+def fig3_report(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("storage3")
+    suite, trials, folder = write_suite_results(storage, "figure3", "small", score=rng_scores(3))
+    out = tmp_path_factory.mktemp("report3") / "figure3"
+    p = ld_report("figure3", "--results", folder, "--out", out)  # the results/<suite>/ folder itself
+    assert p.returncode == 0, p.stdout + p.stderr
+    return suite, storage, out, p
+
+
+def test_figure5_report_writes_every_artifact(fig5_report):
+    _, _, out, _ = fig5_report
+    for name in ("figure5.png", "figure5.svg", "figure5.csv", "figure5.ipynb", "index.html", "suite.yaml",
+                 "report.json"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "figure5.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    nb = nbformat.read(out / "figure5.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.execution_count for c in code)  # executed, every cell
+    assert not any(o.get("output_type") == "error" for c in code for o in c.outputs)
+    assert not list(out.parent.glob(".figure5.tmp-*"))
+
+
+def test_figure5_content_from_the_tidy_csv(fig5_report):
+    suite, storage, out, _ = fig5_report
+    t = pd.read_csv(out / "figure5.csv")
+    for col in ("panel", "setting", "mean", "ci_low", "ci_high", "n_seeds", "n_episodes", "is_default"):
+        assert col in t.columns
+    assert list(dict.fromkeys(t["panel"])) == ["latent_step", "horizon", "beta", "diffusion_steps"]
+    base = suite.base_values("small")
+    axes = suite.axes("small")
+    bars = t.groupby("panel", sort=False).size().to_dict()
+    assert bars == {a: len({float(v) for v in axes[a]} | {float(base[a])}) for a in bars}
+    assert t.groupby("panel")["is_default"].sum().eq(1).all()
+    assert t[t.panel == "latent_step"]["setting"].astype(str).tolist() == ["1", "2", "3", "4"]
+    assert t[t.panel == "beta"]["setting"].astype(str).tolist() == ["0", "1", "3", "10", "100"]
+    assert t[t.panel == "horizon"]["setting"].tolist() == ["H=4\nT=12", "H=8\nT=24", "H=16\nT=48"]
+    # values: an independent computation from the Parquet
+    df = pd.concat(pd.read_parquet(f) for f in (storage / "results" / "figure5").glob("trial=*.parquet"))
+    guided = df[df.variant == "latentdiffuser"]
+    for _, r in t[t.panel == "latent_step"].iterrows():
+        rows = guided[guided.latent_step == int(r["setting"])]
+        rows = rows[rows["sweep.axis"].isin(["latent_step", "default"])]
+        per_seed = rows.groupby("seed")["normalized_score"].mean()
+        assert r["mean"] == pytest.approx(per_seed.mean())
+        assert r["n_seeds"] == per_seed.size == (2 if r["setting"] == "2" else 3)  # L = 2 seed 1 is missing
+    beta0 = df[(df["sweep.axis"] == "beta") & (df["sweep.value"] == "0")]
+    assert set(beta0.variant) == {"prior"}
+    r0 = t[(t.panel == "beta") & (t.setting.astype(str) == "0")].iloc[0]
+    assert r0["mean"] == pytest.approx(beta0.groupby("seed")["normalized_score"].mean().mean())
+
+
+def test_missing_trial_is_plotted_around_and_listed(fig5_report):
+    _, _, out, p = fig5_report
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["scale"] == "small" and rep["expected_trials"] == rep["found_trials"] + 1
+    assert [(m["axis"], m["value"], m["seed"]) for m in rep["missing"]] == [("latent_step", "2", 1)]
+    assert rep["missing"][0]["failure"] == "RuntimeError: CUDA out of memory"
+    assert "missing: latent_step=2 seed=1 (failed: RuntimeError: CUDA out of memory)" in p.stdout
+    page = (out / "index.html").read_text()
+    assert "1 of the" in page and "have no results" in page and "CUDA out of memory" in page
+    assert "<svg" in page and "git commit" in page and "hardware" in page and "latent_step: [1, 2, 3, 4]" in page
+
+
+def test_figure3_content_from_the_tidy_csv(fig3_report):
+    _, storage, out, p = fig3_report
+    assert "0 missing" in p.stdout
+    t = pd.read_csv(out / "figure3.csv")
+    assert list(dict.fromkeys(t["panel"])) == ["locomotion", "maze"]
+    for fam, g in t.groupby("panel"):
+        assert g["setting"].tolist() == list(SELECTIONS)
+        assert set(g["aggregate"]) == ({"mean"} if fam == "locomotion" else {"IQM"})
+        assert (g["n_seeds"] == 3).all() and (g["ci_low"] <= g["mean"]).all() and (g["mean"] <= g["ci_high"]).all()
+    df = pd.concat(pd.read_parquet(f) for f in (storage / "results" / "figure3").glob("trial=*.parquet"))
+    loco = df[(df.variant == "latentdiffuser") & (df.dataset_name == "halfcheetah-medium-replay")]
+    raw = loco[loco.modeling == "raw"].groupby("seed")["normalized_score"].mean().mean()
+    got = t[(t.panel == "locomotion") & (t.setting == "raw action space")]["mean"].iloc[0]
+    assert got == pytest.approx(raw, abs=1e-4)
+    tasks = pd.read_csv(out / "figure3_tasks.csv")
+    assert sorted(tasks["task"].unique()) == ["halfcheetah-medium-replay", "pointmaze-medium", "pointmaze-umaze"]
+    assert (out / "figure3.svg").is_file() and (out / "figure3.png").is_file()
+
+
+def ld_report_inproc(capsys, *args) -> subprocess.CompletedProcess:
+    """The same command in this process (no kernel is started on these paths): faster than a subprocess."""
+    from ld.report import main
+
+    capsys.readouterr()
+    rc = main(["report", *map(str, args)])
+    cap = capsys.readouterr()
+    return subprocess.CompletedProcess(args, rc, cap.out, cap.err)
+
+
+def test_empty_or_wrong_schema_results_are_one_error_and_write_nothing(tmp_path, fig5_report, capsys):
+    _, storage, _, _ = fig5_report
+    one = next((storage / "results" / "figure5").glob("trial=*.parquet"))
+    cases = {
+        "empty": pd.read_parquet(one).iloc[:0],
+        "wrong": pd.DataFrame({"episode": [0, 1], "score": [1.0, 2.0]}),
+    }
+    for name, frame in cases.items():
+        folder = tmp_path / name / "results" / "figure5"
+        folder.mkdir(parents=True)
+        frame.to_parquet(folder / "trial=x-seed=0.parquet")
+        out = tmp_path / f"out_{name}"
+        p = ld_report_inproc(capsys, "figure5", "--results", tmp_path / name, "--out", out)
+        assert p.returncode == 2, p.stdout + p.stderr
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("ld report: error:") and "Traceback" not in p.stderr
+        assert ("no rows" in lines[0]) if name == "empty" else ("missing columns" in lines[0])
+        assert not out.exists() and not list(tmp_path.glob(".out_*"))
+    p = ld_report_inproc(capsys, "figure5", "--results", tmp_path / "nowhere", "--out", tmp_path / "o")
+    assert p.returncode == 2 and "results not found" in p.stderr
+    p = ld_report_inproc(capsys, "no_such_suite", "--results", storage)
+    assert p.returncode == 2 and "unknown suite" in p.stderr
