@@ -2,9 +2,10 @@
 
 Behavior policies: a short TD3 run (Fujimoto et al. 2018; actor and twin critics 256x256 MLPs, CPU, one
 gradient step per env step) with no pretrained weights. During training the deterministic actor is evaluated
-every `eval_every` steps and snapshotted; "expert" = the best snapshot, "medium" = the snapshot whose
-evaluation return is closest to MEDIUM_FRACTION of the expert's (measured from the random policy's return),
-as D4RL's medium policy is about 1/3 to 1/2 of its expert. The result (both actors, the replay buffer up to
+every `eval_every` steps (one episode) and snapshotted. After training the candidates are re-evaluated on
+`select_episodes` episodes (`select_snapshots`): "expert" = the best of the top snapshots, "medium" = the
+pre-expert snapshot whose return is closest to MEDIUM_FRACTION of the way from the random policy's return to
+the expert's (D4RL's medium policy is about 1/3 to 1/2 of its expert). The result (both actors, the replay buffer up to
 the medium snapshot, the learning curve) is cached in `<policy_dir>/halfcheetah-td3-s<seed>[-fast].pt`
 (tensors and plain values only, loaded with `weights_only=True`) so it trains once per seed.
 
@@ -56,7 +57,7 @@ class TD3Config:
     total_steps: int = 60_000
     start_steps: int = 5_000  # uniformly random actions first
     episode_steps: int = 1000  # training episode length (time limit; not a terminal)
-    eval_every: int = 2_500
+    eval_every: int = 1_000
     eval_episodes: int = 1
     batch_size: int = 256
     hidden: int = 256
@@ -67,11 +68,44 @@ class TD3Config:
     policy_noise: float = 0.2
     noise_clip: float = 0.5
     policy_freq: int = 2
+    select_episodes: int = 3  # episodes per candidate when confirming the medium / expert snapshots
 
     @classmethod
     def fast(cls) -> "TD3Config":
         """A few hundred steps of the same code, for tests."""
-        return cls(total_steps=400, start_steps=150, episode_steps=100, eval_every=100, batch_size=64, hidden=64)
+        return cls(total_steps=400, start_steps=150, episode_steps=100, eval_every=100, batch_size=64, hidden=64,
+                   select_episodes=1)
+
+
+def select_snapshots(curve: np.ndarray, rand: float, reeval, top: int = 5) -> tuple[int, int, dict[str, Any]]:
+    """(expert index, medium index, what was measured).
+
+    expert: the best of the `top` snapshots of the learning curve after re-evaluation. medium: among the
+    snapshots before the expert whose curve value lies within [0.15, 0.75] of the way from random to the
+    expert, the one whose re-evaluated return is closest to MEDIUM_FRACTION of the way (D4RL's medium is about
+    1/3 to 1/2 of its expert); all pre-expert snapshots if none lies in that band.
+    """
+    measured: dict[int, float] = {}
+
+    def ret(i: int) -> float:
+        if i not in measured:
+            measured[i] = reeval(i)
+        return measured[i]
+
+    order = [int(i) for i in np.argsort(-curve, kind="stable")[:top]]
+    expert = max(order, key=lambda i: (ret(i), -i))
+    span = ret(expert) - rand
+    lo, hi = rand + 0.15 * span, rand + 0.75 * span
+    cands = [i for i in range(expert) if lo <= curve[i] <= hi] or list(range(max(expert, 1)))
+    target = rand + MEDIUM_FRACTION * span
+    medium = min(cands, key=lambda i: (abs(ret(i) - target), i))
+    selection = {
+        "random_return": float(rand),
+        "target_medium_return": float(target),
+        "measured_indices": [int(i) for i in sorted(measured)],
+        "measured_returns": [float(measured[i]) for i in sorted(measured)],
+    }
+    return expert, medium, selection
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -263,14 +297,16 @@ def train_td3(cfg: TD3Config, seed: int, progress: bool = True) -> dict[str, Any
             bar.close()
             env.close()
 
-            rand_rets, _ = run_episodes(None, cfg.eval_episodes, seed=seed + 777_000, env=eval_env)
-            eval_env.close()
+            # The 1-episode learning curve is noisy (a cheetah can flip): pick from it, then confirm by
+            # re-evaluating the candidates on `select_episodes` episodes each.
+            def reeval(i: int) -> float:
+                r, _ = run_episodes(NumpyActor(snapshots[i], max_a), cfg.select_episodes, seed=seed + 888_000, env=eval_env)
+                return float(r.mean())
+
+            rand_rets, _ = run_episodes(None, cfg.select_episodes, seed=seed + 888_000, env=eval_env)
             rand = float(rand_rets.mean())
-            curve = np.asarray(curve_returns)
-            best = int(np.argmax(curve))
-            target = rand + MEDIUM_FRACTION * (curve[best] - rand)
-            # medium: closest to target among snapshots up to the best one
-            medium = int(np.argmin(np.abs(curve[: best + 1] - target)))
+            best, medium, selection = select_snapshots(np.asarray(curve_returns), rand, reeval)
+            eval_env.close()
             medium_step = curve_steps[medium]
             m = medium_step
             tout = buf_tout[:m].copy()
@@ -287,6 +323,7 @@ def train_td3(cfg: TD3Config, seed: int, progress: bool = True) -> dict[str, Any
                 "curve_steps": torch.tensor(curve_steps),
                 "curve_returns": torch.tensor(curve_returns, dtype=torch.float64),
                 "train_random_return": rand,
+                "selection": selection,
                 "train_seconds": time.perf_counter() - t0,
                 "replay": {
                     "observations": torch.from_numpy(buf_o[:m].copy()),
@@ -322,6 +359,7 @@ def ensure_policies(policy_dir: Path, seed: int, fast: bool = False, progress: b
                 os.close(fd)
                 try:
                     torch.save(result, tmp)
+                    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is shared
                     os.replace(tmp, path)
                 except BaseException:
                     Path(tmp).unlink(missing_ok=True)

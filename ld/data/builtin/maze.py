@@ -43,9 +43,9 @@ class MazeSpec:
 
 # Fixed evaluation cells (row, col) in the env's maze_map: the far ends, as in D4RL's maze2d.
 MAZES: dict[str, MazeSpec] = {
-    "pointmaze-umaze": MazeSpec("PointMaze_UMaze-v3", (3, 1), (1, 1), 300, 400),
-    "pointmaze-medium": MazeSpec("PointMaze_Medium-v3", (1, 1), (6, 6), 600, 250),
-    "pointmaze-large": MazeSpec("PointMaze_Large-v3", (1, 1), (7, 9), 800, 200),
+    "pointmaze-umaze": MazeSpec("PointMaze_UMaze-v3", (3, 1), (1, 1), 300, 1000),
+    "pointmaze-medium": MazeSpec("PointMaze_Medium-v3", (1, 1), (6, 6), 600, 600),
+    "pointmaze-large": MazeSpec("PointMaze_Large-v3", (1, 1), (7, 9), 800, 500),
 }
 
 _DIRS = ((1, 0), (-1, 0), (0, 1), (0, -1))
