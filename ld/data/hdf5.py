@@ -96,6 +96,10 @@ def write_d4rl_hdf5(
                 for k, v in extra.items():
                     g.create_dataset(k, data=v)
             f.attrs[INFO_ATTR] = meta
+        # mkstemp creates 0600; a dataset on shared storage must be readable like any file the user writes
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         try:
