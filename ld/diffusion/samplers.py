@@ -27,7 +27,10 @@ every sampler makes exactly S network evaluations:
 
 The deterministic samplers ignore `temperature` (eta = 0 has no noise to scale). Nothing is clipped
 unless `clip_x0` is given (latents are unbounded); with it, every x0 prediction is clamped to
-[-clip_x0, clip_x0] (and DDIM re-derives eps from the clamped x0).
+[-clip_x0, clip_x0], or to [lo, hi] when it is a pair of tensors broadcastable to x (per-channel data
+ranges, as Diffuser clips to its [-1, 1] normalization), and DDIM re-derives eps from the clamped x0.
+Clipping matters with few steps: the cosine schedule's last alpha_bar is ~1e-5, so x0 = (x - sigma eps)
+/ alpha amplifies any error of eps at the noisiest step a few hundred times.
 
 Sampling runs under `torch.no_grad()`; per-step coefficients are computed once in float64 before the
 loop and moved to the device, and the loop itself only indexes them with Python ints, so it issues no
@@ -139,7 +142,7 @@ def sample(
     x_T: Optional[Tensor] = None,
     device=None,
     return_trajectory: bool = False,
-    clip_x0: Optional[float] = None,
+    clip_x0: Union[None, float, tuple[Tensor, Tensor]] = None,
 ) -> Union[Tensor, tuple[Tensor, Tensor]]:
     """Draw x_0 of `shape` ([B, ...], usually [B, N, C]) with sampler `name` (see the module docstring).
 
@@ -178,11 +181,13 @@ def _coef(values, device, dtype) -> Tensor:
     return torch.as_tensor(values, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
-def _x0_from_eps(x: Tensor, eps: Tensor, a: Tensor, s: Tensor, clip_x0: Optional[float]) -> Tensor:
+def _x0_from_eps(x: Tensor, eps: Tensor, a: Tensor, s: Tensor, clip_x0) -> Tensor:
     x0 = (x - s * eps) / a
-    if clip_x0 is not None:
-        x0 = x0.clamp(-clip_x0, clip_x0)
-    return x0
+    if clip_x0 is None:
+        return x0
+    if isinstance(clip_x0, tuple):
+        return torch.maximum(torch.minimum(x0, clip_x0[1]), clip_x0[0])
+    return x0.clamp(-clip_x0, clip_x0)
 
 
 def _ddpm(eps_fn, x, schedule, ts, ks, temperature, generator, clip_x0, traj):

@@ -82,7 +82,7 @@ class Planner:
             guidance_scale=self.cfg.guidance_scale, temperature=self.cfg.temperature,
             sampler=self.cfg.sampler.name, steps=self.cfg.sampler.steps,
             energy=self.energy, energy_scale=self.cfg.energy.scale if self.guided else 0.0,
-            generator=self.generator,
+            generator=self.generator, clip=self.standardizer.bounds(self.device),
         )
         with torch.no_grad():
             decoded = self.codec.decode(self.standardizer.back(x0), s1)

@@ -43,16 +43,23 @@ def publish(
     inputs: StageInputs,
     upstream: list[str],
     produce: Callable[[ArtifactWriter], None],
+    version: int = 1,
 ) -> Artifact:
-    """Compute the stage's content key, reuse the artifact if present, else run `produce` and publish."""
+    """Compute the stage's content key, reuse the artifact if present, else run `produce` and publish.
+
+    `version` is the stage's own format/algorithm version: bumping it when a stage's output changes
+    meaning keeps stale artifacts from being reused, without invalidating every other stage.
+    """
     config = subset(cfg, reads)
     up_keys = {u: inputs.upstream[u].key for u in upstream}
-    key = stage_key(name, config, up_keys, inputs.dataset.fingerprint, cfg.seed)
+    key_config = config if version == 1 else {**config, "_stage_version": version}
+    key = stage_key(name, key_config, up_keys, inputs.dataset.fingerprint, cfg.seed)
     manifest = {
         "config": config,
         "upstream": up_keys,
         "dataset": {"name": inputs.dataset.info.name, "fingerprint": inputs.dataset.fingerprint},
         "seed": cfg.seed,
+        "stage_version": version,
     }
     t0 = time.perf_counter()
     artifact, reused = inputs.store.build(name, key, manifest, produce)

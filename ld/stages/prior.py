@@ -20,6 +20,7 @@ from ld.stages.data import training_data
 from ld.stages.training import train_loop
 
 NAME = "prior"
+VERSION = 2  # 2: the standardizer records the data range used to clip x0 predictions
 READS = ["diffusion_steps", "prior"]
 
 
@@ -35,15 +36,22 @@ def build_model(arch: dict) -> TemporalUNet:
 
 class Standardizer:
     """Per-channel standardization of x_0 before diffusion: the VAE's latents are not unit-scale (its KL
-    weight is ~1e-6), while the noise schedule assumes data of roughly unit variance."""
+    weight is ~1e-6), while the noise schedule assumes data of roughly unit variance. It also keeps the
+    per-channel range of the standardized training data, which samplers clip x0 predictions to."""
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
         self.mean, self.std = mean.float(), std.float().clamp_min(1e-4)
+        self.lo, self.hi = lo.float(), hi.float()
 
     @classmethod
     def fit(cls, x0: torch.Tensor) -> "Standardizer":
         flat = x0.reshape(-1, x0.shape[-1])
-        return cls(flat.mean(0), flat.std(0))
+        mean, std = flat.mean(0), flat.std(0).clamp_min(1e-4)
+        z = (flat - mean) / std
+        return cls(mean, std, z.min(0).values, z.max(0).values)
+
+    def bounds(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lo.to(device), self.hi.to(device)
 
     def to(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
@@ -52,7 +60,7 @@ class Standardizer:
         return x * self.std.to(x.device) + self.mean.to(x.device)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"mean": self.mean, "std": self.std}
+        return {"mean": self.mean, "std": self.std, "lo": self.lo, "hi": self.hi}
 
 
 def load(artifact: Artifact) -> tuple[TemporalUNet, NoiseSchedule, Standardizer]:
@@ -60,7 +68,7 @@ def load(artifact: Artifact) -> tuple[TemporalUNet, NoiseSchedule, Standardizer]
     model = build_model(arch)
     model.load_state_dict(artifact.load("model"))
     stats = artifact.load("standardizer")
-    return model.eval(), NoiseSchedule(arch["diffusion_steps"]), Standardizer(stats["mean"], stats["std"])
+    return model.eval(), NoiseSchedule(arch["diffusion_steps"]), Standardizer(stats["mean"], stats["std"], stats["lo"], stats["hi"])
 
 
 @torch.no_grad()
@@ -106,4 +114,4 @@ def run(cfg: Config, inputs: StageInputs) -> Artifact:
         out.metrics["history"] = result.history
         out.metrics["latent_std_mean"] = float(standardizer.std.mean())
 
-    return publish(stage_name(cfg), READS, cfg, inputs, [up], produce)
+    return publish(stage_name(cfg), READS, cfg, inputs, [up], produce, version=VERSION)

@@ -32,7 +32,7 @@ def run(cfg: Config, inputs: StageInputs, chunk: int = 1024) -> Artifact:
     up = prior_stage.stage_name(cfg)
 
     def produce(out: ArtifactWriter) -> None:
-        prior, schedule, _ = prior_stage.load(inputs.upstream[up])
+        prior, schedule, standardizer = prior_stage.load(inputs.upstream[up])
         prior.to(inputs.device)
         arch = inputs.upstream[up].load_json("arch")
         x_shape = (arch["horizon"], arch["transition_dim"])
@@ -48,7 +48,7 @@ def run(cfg: Config, inputs: StageInputs, chunk: int = 1024) -> Artifact:
                           disable=not inputs.progress):
             c = cond[start:start + chunk]
             xs.append(draw(prior, schedule, c, x_shape, guidance_scale=cfg.guidance_scale, temperature=1.0,
-                           sampler="ddpm", generator=gen).cpu())
+                           sampler="ddpm", generator=gen, clip=standardizer.bounds(inputs.device)).cpu())
         x = torch.cat(xs).reshape(n_states, M, *x_shape)
         out.save("support", {"states": s1.cpu(), "x": x, "window_index": torch.from_numpy(idx)})
         out.metrics.update(n_states=n_states, support_size=M, x_std=float(x.std()))
