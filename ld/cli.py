@@ -4,6 +4,7 @@
     ld data make NAME [--out PATH] [--episodes N] [--seed S]
     ld data info SOURCE [--json]
     ld config [CONFIG.yaml] [--preset P] [--set k=v ...]     print the resolved config
+    ld report SUITE --results URI [--out DIR]                 figures + HTML from a suite's Parquet
 
 Errors in the user's input (config, dataset, artifact) print one message and exit with code 2.
 """
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="ld", description="LatentDiffuser: plan with latent diffusion.")
     parser.add_argument("--version", action="version", version=f"ld {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,data,config}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,sweep,report,data,config}")
     sub.required = True
 
     run = sub.add_parser("run", help="train every stage, plan in the real env, write Parquet results")
@@ -68,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.set_defaults(func=cmd_config)
 
     add_data_parser(sub)
+
+    from ld.distributed.cli import add_sweep_parser  # `ld sweep`: Ray is imported only when it runs
+
+    add_sweep_parser(sub)
+    from ld.report import add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 

@@ -66,26 +66,32 @@ class TrialResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def run_trial(cfg: Config, store_root: str | Path, *, suite: str = "run", progress: bool = True,
-              dataset: Optional[EpisodeDataset] = None, baselines: bool = True) -> TrialResult:
-    """Train (or reuse) every stage of `cfg`, evaluate the planner and its baselines, return episode rows."""
+def setup_torch(cfg: Config) -> torch.device:
+    """Seed torch, resolve the device and set CPU threads: what every process running a trial does first."""
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.train.device)
     if device.type == "cpu" and cfg.train.cpu_threads > 0:
         torch.set_num_threads(cfg.train.cpu_threads)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    ds = dataset if dataset is not None else load_dataset(cfg.dataset)
-    timings["data_s"] = time.perf_counter() - t0
-    store = ArtifactStore(Path(store_root))
-    artifacts, records = train_stages(cfg, ds, store, device, progress)
-    stage_cols: dict[str, object] = {}
+    return device
+
+
+def stage_columns(records: list[StageRecord], artifacts: dict[str, Artifact]) -> dict[str, object]:
+    cols: dict[str, object] = {}
     for r in records:
-        stage_cols[f"stage.{r.stage}.key"] = r.key
-        stage_cols[f"stage.{r.stage}.cached"] = r.reused
-        stage_cols[f"stage.{r.stage}.wall_s"] = float(r.wall_time_s)
-        stage_cols[f"stage.{r.stage}.train_s"] = float(
+        cols[f"stage.{r.stage}.key"] = r.key
+        cols[f"stage.{r.stage}.cached"] = r.reused
+        cols[f"stage.{r.stage}.wall_s"] = float(r.wall_time_s)
+        cols[f"stage.{r.stage}.train_s"] = float(
             0.0 if r.reused else artifacts[r.stage].manifest.get("wall_time_s", r.wall_time_s))
+    return cols
+
+
+def evaluate_trial(cfg: Config, ds: EpisodeDataset, artifacts: dict[str, Artifact], records: list[StageRecord],
+                   device: torch.device, *, suite: str = "run", progress: bool = True, baselines: bool = True,
+                   timings: Optional[dict[str, float]] = None) -> pd.DataFrame:
+    """The evaluation phase of a trial: plan in the real environment with the trained stages -> episode rows."""
+    timings = timings if timings is not None else {}
+    stage_cols = stage_columns(records, artifacts)
     tid = trial_id(cfg)
     rows: list[dict] = []
     variants = [("latentdiffuser", True)] if cfg.beta > 0 else [("prior", False)]
@@ -110,7 +116,28 @@ def run_trial(cfg: Config, store_root: str | Path, *, suite: str = "run", progre
         timings["eval_bc_s"] = time.perf_counter() - t1
         rows += episode_rows(cfg, suite=suite, trial_id=tid, variant="bc", results=results, dataset_info=ds.info,
                              dataset_fingerprint=ds.fingerprint, stage_columns=stage_cols)
-    return TrialResult(to_frame(rows), records, artifacts, ds, timings)
+    return to_frame(rows)
+
+
+def run_trial(cfg: Config, store_root: str | Path, *, suite: str = "run", progress: bool = True,
+              dataset: Optional[EpisodeDataset] = None, baselines: bool = True,
+              store: Optional[ArtifactStore] = None) -> TrialResult:
+    """Train (or reuse) every stage of `cfg`, evaluate the planner and its baselines, return episode rows.
+
+    The phases (`setup_torch`, `load_dataset`, `train_stages`, `evaluate_trial`) are public so that the Ray
+    layer (`ld.distributed`) runs the very same steps, on a Tune trial or on Ray Train workers. `store`
+    replaces the plain `ArtifactStore(store_root)` (the Ray layer passes one with checkpoint hooks).
+    """
+    device = setup_torch(cfg)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ds = dataset if dataset is not None else load_dataset(cfg.dataset)
+    timings["data_s"] = time.perf_counter() - t0
+    store = store if store is not None else ArtifactStore(Path(store_root))
+    artifacts, records = train_stages(cfg, ds, store, device, progress)
+    frame = evaluate_trial(cfg, ds, artifacts, records, device, suite=suite, progress=progress,
+                           baselines=baselines, timings=timings)
+    return TrialResult(frame, records, artifacts, ds, timings)
 
 
 def bootstrap_ci(x: np.ndarray, reps: int = 2000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:

@@ -1,0 +1,238 @@
+"""The artifact store as trials and Ray Train workers see it: mid-stage checkpoints and rank coordination.
+
+`SweepStore` is an `ArtifactStore` (same layout, same per-key fcntl lock, same atomic publish) that
+additionally installs `TrainHooks` around every stage it builds, so the stage's `train_loop`
+
+- checkpoints every `checkpoint_every` steps and resumes from the last checkpoint after a crash. Where
+  the checkpoint lives is a `Checkpointer`: `DirCheckpointer` writes `<root>/.checkpoints/<stage>-<key>/`
+  (in-process trials; a retried Tune trial finds it there), the Ray Train one (`ld.distributed.train`)
+  goes through `ray.train.report(checkpoint=...)` / `ray.train.get_checkpoint()`;
+- under a worker group, runs data parallel (`Comm`): rank 0 alone takes the lock and publishes; it
+  broadcasts whether the stage is trained or reused, every rank then runs the same `produce` (so DDP's
+  collectives line up) into a scratch directory that is thrown away, and a final broadcast tells the other
+  ranks the artifact is published. Stages that do not train (support sampling) run on rank 0 only.
+
+The checkpoint is deleted once the artifact is published.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol
+
+import torch
+
+from ld.stages.artifact import Artifact, ArtifactStore, ArtifactWriter
+from ld.stages.training import TrainHooks, training_hooks
+
+# Stages whose produce() has no gradient loop: under a worker group only rank 0 runs them.
+NON_TRAINING_STAGES = frozenset({"support", "raw_support"})
+
+
+class Comm(Protocol):
+    """The collectives a worker group needs (implemented over torch.distributed in ld.distributed.train)."""
+
+    rank: int
+    world_size: int
+
+    def broadcast(self, obj: Any) -> Any: ...  # rank 0's obj, on every rank
+
+    def gather(self, obj: Any) -> Optional[list[Any]]: ...  # every rank's obj on rank 0, None elsewhere
+
+    def all_reduce_mean(self, values: list[float]) -> list[float]: ...
+
+
+class Checkpointer(Protocol):
+    def save(self, stage: str, key: str, state: dict[str, Any]) -> None: ...
+
+    def load(self, stage: str, key: str) -> Optional[dict[str, Any]]: ...
+
+    def clear(self, stage: str, key: str) -> None: ...
+
+
+class DirCheckpointer:
+    """Mid-stage checkpoints as `<root>/.checkpoints/<stage>-<key>/state.pt`, written atomically."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root) / ".checkpoints"
+
+    def _dir(self, stage: str, key: str) -> Path:
+        return self.root / f"{stage}-{key}"
+
+    def save(self, stage: str, key: str, state: dict[str, Any]) -> None:
+        d = self._dir(stage, key)
+        d.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".pt", dir=d)
+        os.close(fd)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, d / "state.pt")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def load(self, stage: str, key: str) -> Optional[dict[str, Any]]:
+        f = self._dir(stage, key) / "state.pt"
+        if not f.is_file():
+            return None
+        try:
+            return torch.load(f, map_location="cpu", weights_only=False)
+        except Exception:  # a checkpoint from a crash mid-write of an older format: start over
+            return None
+
+    def clear(self, stage: str, key: str) -> None:
+        shutil.rmtree(self._dir(stage, key), ignore_errors=True)
+
+
+@dataclass
+class StageRun:
+    """Bookkeeping of one stage build in this process (for the sweep summary and overhead numbers)."""
+
+    stage: str
+    key: str
+    trained: bool
+    wall_s: float
+    loop_s: float
+    resumed_from: list[int] = field(default_factory=list)
+
+
+class SweepStore(ArtifactStore):
+    def __init__(self, root: str | Path, *, checkpointer: Optional[Checkpointer] = None,
+                 checkpoint_every: int = 0, comm: Optional[Comm] = None,
+                 wrap: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None,
+                 on_step: Optional[Callable[[str, int], None]] = None):
+        super().__init__(root)
+        self.checkpointer = checkpointer if checkpointer is not None else DirCheckpointer(self.root)
+        self.checkpoint_every = checkpoint_every
+        self.comm = comm
+        self.wrap = wrap
+        self.on_step = on_step
+        self.runs: list[StageRun] = []
+
+    @property
+    def rank(self) -> int:
+        return self.comm.rank if self.comm is not None else 0
+
+    @property
+    def world_size(self) -> int:
+        return self.comm.world_size if self.comm is not None else 1
+
+    @property
+    def loop_seconds(self) -> float:
+        return sum(r.loop_s for r in self.runs)
+
+    def _hooks(self, stage: str, key: str) -> TrainHooks:
+        comm = self.comm
+        hooks = TrainHooks(rank=self.rank, world_size=self.world_size, wrap=self.wrap,
+                           checkpoint_every=self.checkpoint_every)
+        if comm is not None and comm.world_size > 1:
+            hooks.all_reduce_mean = comm.all_reduce_mean
+        if self.on_step is not None:
+            hooks.on_step = lambda step: self.on_step(stage, step)
+
+        def save(state: dict[str, Any]) -> None:
+            if comm is not None and comm.world_size > 1:  # every rank's generator states, in one file
+                parts = comm.gather({"rng": state["rng"], "gen": state["gen"]})
+                if parts is not None:
+                    state = dict(state, rng={k: v for p in parts for k, v in p["rng"].items()},
+                                 gen={k: v for p in parts for k, v in p["gen"].items()})
+            state = dict(state, stage=stage, key=key, world_size=self.world_size)
+            if self.rank == 0 or _collective(self.checkpointer):
+                self.checkpointer.save(stage, key, state)
+
+        def restore() -> Optional[dict[str, Any]]:
+            state = self.checkpointer.load(stage, key)
+            if state is None or state.get("world_size", 1) != self.world_size:
+                return None
+            return state
+
+        hooks.save, hooks.restore = save, restore
+        return hooks
+
+    def _produce_with_hooks(self, stage: str, key: str, produce: Callable[[ArtifactWriter], None],
+                            writer: ArtifactWriter, run: StageRun) -> None:
+        hooks = self._hooks(stage, key)
+        with training_hooks(hooks):
+            produce(writer)
+        run.loop_s += hooks.loop_seconds
+        run.resumed_from += hooks.resumed_from
+
+    def build(self, stage: str, key: str, manifest: dict[str, Any],
+              produce: Callable[[ArtifactWriter], None]) -> tuple[Artifact, bool]:
+        t0 = time.perf_counter()
+        run = StageRun(stage, key, False, 0.0, 0.0)
+        if self.world_size == 1:
+            def wrapped(writer: ArtifactWriter) -> None:
+                run.trained = True
+                self._produce_with_hooks(stage, key, produce, writer, run)
+
+            art, reused = super().build(stage, key, manifest, wrapped)
+        else:
+            art, reused = self._build_collective(stage, key, manifest, produce, run)
+        if not reused and self.rank == 0:
+            self.checkpointer.clear(stage, key)
+        run.wall_s = time.perf_counter() - t0
+        self.runs.append(run)
+        return art, reused
+
+    def _build_collective(self, stage, key, manifest, produce, run) -> tuple[Artifact, bool]:
+        comm = self.comm
+        assert comm is not None
+        everyone = stage not in NON_TRAINING_STAGES
+        if comm.rank == 0:
+            announced = []
+
+            def wrapped(writer: ArtifactWriter) -> None:
+                comm.broadcast("train")
+                announced.append(True)
+                run.trained = True
+                self._produce_with_hooks(stage, key, produce, writer, run)
+
+            # If produce raises, the worker group fails as a whole and Ray Train restarts it.
+            art, reused = super().build(stage, key, manifest, wrapped)
+            if not announced:
+                comm.broadcast("reuse")
+            else:
+                comm.broadcast("published")
+            return art, reused
+        decision = comm.broadcast(None)
+        if decision == "train":
+            run.trained = True
+            if everyone:
+                scratch = Path(tempfile.mkdtemp(prefix=f"ld-rank{comm.rank}-{stage}-"))
+                try:
+                    self._produce_with_hooks(stage, key, produce, ArtifactWriter(scratch), run)
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+            comm.broadcast(None)  # wait until rank 0 has published
+        art = self.get(stage, key)
+        if art is None:
+            raise RuntimeError(f"rank {comm.rank}: artifact {stage}/{key} not visible after rank 0 published it; "
+                               f"the artifact store ({self.root}) must be on storage shared by every node")
+        return art, decision != "train"
+
+
+def _collective(checkpointer: Any) -> bool:
+    """Whether every rank must call `save` (a Ray Train checkpointer reports from every rank)."""
+    return bool(getattr(checkpointer, "collective", False))
+
+
+def manifest_summary(root: str | Path) -> dict[str, int]:
+    """How many artifacts of each stage the store holds (each was trained exactly once)."""
+    root = Path(root)
+    out: dict[str, int] = {}
+    if not root.is_dir():
+        return out
+    for m in root.glob("*/*/manifest.json"):
+        out[m.parent.parent.name] = out.get(m.parent.parent.name, 0) + 1
+    return out
+
+
+def read_manifests(root: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(m.read_text()) for m in sorted(Path(root).glob("*/*/manifest.json"))]

@@ -1,0 +1,304 @@
+"""`ld sweep`: a suite file -> Ray Tune trials (grid, or Optuna search) -> one Parquet file per trial.
+
+One Tune trial = one config x one seed (`ld.suite.Trial`). Its function trainable (`sweep_trial`) walks the
+stage DAG with the same stage functions as `ld run`, against the content-addressed artifact store shared by
+every trial (`<storage>/artifacts`): a stage that exists is reused, and two trials that need the same
+missing stage serialize on that key's fcntl lock, so it is trained once. With `train.num_workers > 1` or
+`train.use_gpu` the trial fits a Ray Train `TorchTrainer` (one worker group for all its stages); otherwise
+it runs the very same phases in-process (one CPU).
+
+Storage layout (`--storage`, a path every node sees: local disk, NFS or EFS):
+
+    artifacts/                     stage artifacts (+ .locks/, .checkpoints/ of unfinished stages)
+    results/<suite>/trial=<id>-seed=<s>.parquet   episode rows; _status/ one row per trial; _runs/ JSON
+    tune/<suite>/                  Tune's experiment state (Tuner.restore) and per-trial logs/TensorBoard
+    train/<suite>-<id>-seed<s>/    Ray Train checkpoints of worker-group trials
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ld.distributed import sink
+from ld.distributed.trial import TrialSummary, TrialTask
+
+from ld.distributed.cli import DEFAULT_STORAGE
+SEARCH_KEYS = ("metric", "mode", "samples", "space", "scheduler", "seed")
+DOMAINS = ("uniform", "loguniform", "choice", "randint", "quniform")
+
+
+@dataclass
+class SweepSpec:
+    """What every trial of one sweep shares (shipped once to the trials through tune.with_parameters)."""
+
+    suite: str
+    storage: str
+    trials: list[dict[str, Any]]  # {"config", "axis", "value"}; for searches: the base point(s)
+    search: Optional[dict[str, Any]] = None
+    resume: bool = False
+    checkpoint_every: int = 200
+    kill_at: Optional[str] = None
+    train_max_failures: int = 2
+    run_id: str = ""  # this invocation of the sweep (status rows say which run wrote them)
+
+    def task(self, params: dict[str, Any]) -> TrialTask:
+        from ld.config import Config, _deep_merge
+        from ld.suite import _override
+
+        if self.search is None:
+            t = self.trials[int(params["trial_index"])]
+            cfg, axis, value = t["config"], t["axis"], t["value"]
+        else:
+            over: dict[str, Any] = {}
+            for k, v in sorted(params.items()):
+                over = _deep_merge(over, _override(k, v))
+            cfg = Config.model_validate(_deep_merge(self.trials[0]["config"], over)).model_dump()
+            axis, value = "search", ",".join(f"{k}={_fmt(v)}" for k, v in sorted(params.items()))
+        return TrialTask(config=cfg, suite=self.suite, storage=self.storage, axis=axis, value=value,
+                         checkpoint_every=self.checkpoint_every, kill_at=self.kill_at)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the Tune function trainable
+
+
+def sweep_trial(params: dict[str, Any], spec: SweepSpec) -> None:
+    import ray
+    from ray import tune
+
+    task = spec.task(params)
+    tid, seed = task.trial_id, task.seed
+    base = {"trial_id": tid, "seed": seed}
+    if spec.resume and task.result_file.is_file() and task.summary_file.is_file():
+        s = TrialSummary.load(task.summary_file)  # finished by an earlier run of this sweep: keep its rows
+        tune.report({**s.metrics, **base, "skipped": 1.0})
+        return
+    node = ray.get_runtime_context().get_node_id()
+    t0 = time.perf_counter()
+    try:
+        if task.distributed:
+            from ld.distributed.train import run_with_ray_train
+
+            run_with_ray_train(task, max_failures=spec.train_max_failures)
+        else:
+            from ld.distributed.trial import execute_trial
+
+            execute_trial(task, node_id=node)
+        summary = TrialSummary.load(task.summary_file)
+    except Exception as e:
+        sink.write_status(spec.storage, spec.suite, tid, seed, status="failed", axis=task.axis, value=task.value,
+                          error=e, extra={"node_id": node})
+        raise
+    wall = time.perf_counter() - t0
+    trained = [s["stage"] for s in summary.stages if s["trained"]]
+    reused = [s["stage"] for s in summary.stages if not s["trained"]]
+    resumed = [f"{s['stage']}@{step}" for s in summary.stages for step in s["resumed_from"]]
+    timing = {"wall_s": wall, "loop_s": summary.loop_s, "eval_s": summary.eval_s, "data_s": summary.data_s,
+              "phases_s": summary.phases_s, "overhead_s": wall - summary.loop_s,
+              "ray_overhead_s": wall - summary.phases_s if not task.distributed else
+              wall - summary.loop_s - summary.eval_s - summary.data_s}
+    sink.write_status(spec.storage, spec.suite, tid, seed, status="ok", axis=task.axis, value=task.value,
+                      rows=summary.rows,
+                      extra={"run_id": spec.run_id, "node_id": summary.node_id or node, "trained": ",".join(trained),
+                             "reused": ",".join(reused), "resumed_from": ",".join(resumed),
+                             "world_size": summary.world_size, **timing})
+    tune.report({**summary.metrics, **base, **timing, "stages_trained": float(len(trained)), "skipped": 0.0})
+
+
+# ----------------------------------------------------------------------------------------------------
+# the driver
+
+
+@dataclass
+class SweepSummary:
+    suite: str
+    storage: str
+    results: str
+    trials: int
+    ok: int
+    failed: int
+    skipped: int
+    rows: int
+    wall_s: float
+    stage_runs_trained: int  # stages trained by this sweep run
+    stage_runs_reused: int
+    stage_runs_uncached: int  # stage runs the trials would have needed without any cache
+    trial_wall_s: list[float] = field(default_factory=list)
+    trial_overhead_s: list[float] = field(default_factory=list)  # wall - time inside training loops
+    errors: list[str] = field(default_factory=list)
+    restored: bool = False  # Tune state was restored (Tuner.restore) rather than started fresh
+
+    def render(self) -> str:
+        mean = (lambda xs: sum(xs) / len(xs) if xs else float("nan"))
+        lines = [
+            f"suite {self.suite}: {self.trials} trials, {self.ok} ok ({self.skipped} already done), "
+            f"{self.failed} failed; {self.rows} rows; wall {self.wall_s:.1f} s"
+            + (" (resumed from saved Tune state)" if self.restored else ""),
+            f"stage runs: {self.stage_runs_trained} trained, {self.stage_runs_reused} reused "
+            f"(without the cache: {self.stage_runs_uncached})",
+            f"per trial: wall {mean(self.trial_wall_s):.1f} s, wall minus training loops "
+            f"{mean(self.trial_overhead_s):.1f} s (mean)",
+        ]
+        lines += [f"  failed: {e}" for e in self.errors[:10]]
+        lines.append(f"results: {self.results}")
+        return "\n".join(lines)
+
+
+def _search_space(search: dict[str, Any]) -> dict[str, Any]:
+    from ray import tune
+
+    space = {}
+    for name, dom in (search.get("space") or {}).items():
+        if not isinstance(dom, dict) or len(dom) != 1 or next(iter(dom)) not in DOMAINS:
+            from ld.config import ConfigError
+
+            raise ConfigError(f"search.space.{name}: expected one of {{{', '.join(DOMAINS)}: ...}}, got {dom!r}")
+        kind, args = next(iter(dom.items()))
+        space[name] = tune.choice(list(args)) if kind == "choice" else getattr(tune, kind)(*args)
+    return space
+
+
+def _init_ray(address: Optional[str], num_cpus: Optional[int]) -> bool:
+    """Connect to Ray; True if this call started (and so should stop) it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")}
+    if address or os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"):
+        # Inside `ray job submit` (or against a running cluster): address auto, the cluster's own CPUs.
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 runtime_env={"env_vars": env}, log_to_driver=False)
+    return True
+
+
+def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, scale: str = "smoke",
+              sets: Optional[list[str]] = None, resume: bool = False, max_concurrent: Optional[int] = None,
+              num_cpus: Optional[int] = None, address: Optional[str] = None, max_failures: int = 3,
+              checkpoint_every: int = 200, kill_at: Optional[str] = None, verbose: int = 0) -> SweepSummary:
+    from ray import tune
+
+    from ld.config import ConfigError
+    from ld.suite import load_suite
+
+    suite = load_suite(suite_path)
+    trials = suite.trials(scale, sets or [])
+    storage = str(Path(storage).expanduser().resolve())
+    spec_trials = [{"config": t.config.model_dump(), "axis": t.axis, "value": str(t.value)} for t in trials]
+    search = suite.search
+    if search is not None:
+        unknown = set(search) - set(SEARCH_KEYS)
+        if unknown or "metric" not in search or "space" not in search:
+            raise ConfigError(f"search: needs metric, mode, samples, space (allowed keys: {', '.join(SEARCH_KEYS)});"
+                              f" got {sorted(search)}")
+    spec = SweepSpec(suite=suite.name, storage=storage, trials=spec_trials, search=search, resume=resume,
+                     checkpoint_every=checkpoint_every, kill_at=kill_at, run_id=uuid.uuid4().hex[:12])
+    t0 = time.perf_counter()
+    before = _manifests(Path(storage) / "artifacts")
+    started = _init_ray(address, num_cpus)
+    try:
+        import ray
+
+        first = trials[0].config.train
+        distributed = first.num_workers > 1 or first.use_gpu
+        resources = {"CPU": 0.01} if distributed else {"CPU": 1}
+        trainable = tune.with_resources(tune.with_parameters(sweep_trial, spec=spec), resources)
+        if max_concurrent is None:
+            total = ray.cluster_resources()
+            per = (first.num_workers if distributed else 1)
+            pool = total.get("GPU", 0) if first.use_gpu else total.get("CPU", 1)
+            max_concurrent = max(1, int(pool // per))  # worker groups that fit the cluster at once
+        exp_dir = Path(storage) / "tune" / suite.name
+        run_config = tune.RunConfig(name=suite.name, storage_path=str(Path(storage) / "tune"),
+                                    failure_config=tune.FailureConfig(max_failures=max_failures),
+                                    verbose=verbose)
+        restored = bool(resume and tune.Tuner.can_restore(str(exp_dir)))
+        if restored:
+            tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, restart_errored=True)
+        else:
+            if search is None:
+                param_space = {"trial_index": tune.grid_search(list(range(len(trials))))}
+                tune_config = tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=False,
+                                              trial_dirname_creator=lambda t: f"{t.trial_id}")
+            else:
+                from ray.tune.search.optuna import OptunaSearch
+
+                param_space = _search_space(search)
+                scheduler = None
+                if search.get("scheduler") == "asha":
+                    from ray.tune.schedulers import ASHAScheduler
+
+                    scheduler = ASHAScheduler(grace_period=1)
+                tune_config = tune.TuneConfig(
+                    metric=search["metric"], mode=search.get("mode", "max"),
+                    search_alg=OptunaSearch(seed=search.get("seed", 0)), scheduler=scheduler,
+                    num_samples=int(search.get("samples", 8)), max_concurrent_trials=max_concurrent,
+                    reuse_actors=False, trial_dirname_creator=lambda t: f"{t.trial_id}")
+            tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+        grid = tuner.fit()
+        errors = [f"{r.path}: {str(r.error).splitlines()[0] if str(r.error) else type(r.error).__name__}"
+                  for r in grid if r.error is not None]
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    new = _manifests(Path(storage) / "artifacts") - before
+    summary = _summarize(spec, time.perf_counter() - t0, errors, len(new))
+    summary.restored = restored
+    return summary
+
+
+def _manifests(root: Path) -> set[str]:
+    return {str(m.parent) for m in root.glob("*/*/manifest.json")} if root.is_dir() else set()
+
+
+def _summarize(spec: SweepSpec, wall: float, errors: list[str], trained: int) -> SweepSummary:
+    """Counts from the status rows of this suite; `trained` = artifacts this run published."""
+    status = sink.read_status(spec.storage, spec.suite)
+    if spec.search is None:  # only the trials of this suite expansion
+        ids = {(TrialTask(config=t["config"], suite=spec.suite, storage=spec.storage).trial_id,
+                int(t["config"]["seed"])) for t in spec.trials}
+        if len(status):
+            status = status[[(a, int(b)) in ids for a, b in zip(status["trial_id"], status["seed"])]]
+        n = len(ids)
+    else:
+        n = len(status)
+    ok = status[status["status"] == "ok"] if len(status) else status
+    df = sink.read_results(spec.storage, spec.suite)
+    if spec.search is None and len(df):
+        keep = {sink.trial_file_name(a, b) for a, b in ids}
+        df = df[[sink.trial_file_name(a, int(b)) in keep for a, b in zip(df["trial_id"], df["seed"])]]
+    walked = uncached = skipped = 0
+    walls, overheads = [], []
+    runs_dir = sink.results_dir(spec.storage, spec.suite) / "_runs"
+    for _, row in ok.iterrows():
+        f = runs_dir / sink.trial_file_name(row["trial_id"], int(row["seed"])).replace(".parquet", ".json")
+        if not f.is_file():
+            continue
+        s = TrialSummary.load(f)
+        uncached += len(s.stages)
+        if row.get("run_id") == spec.run_id:
+            walked += len(s.stages)
+            walls.append(float(row["wall_s"]))
+            overheads.append(float(row["overhead_s"]))
+        else:  # finished by an earlier run of the sweep (--resume kept it)
+            skipped += 1
+    reused = max(0, walked - trained)
+    return SweepSummary(
+        suite=spec.suite, storage=spec.storage, results=str(sink.results_dir(spec.storage, spec.suite)),
+        trials=n, ok=len(ok), failed=int((status["status"] == "failed").sum()) if len(status) else 0,
+        skipped=skipped, rows=len(df), wall_s=wall, stage_runs_trained=trained, stage_runs_reused=reused,
+        stage_runs_uncached=uncached, trial_wall_s=walls, trial_overhead_s=overheads, errors=errors)

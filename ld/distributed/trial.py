@@ -1,0 +1,156 @@
+"""One sweep trial (one config x one seed) as plain phases, shared by the in-process path and Ray Train workers.
+
+`execute_trial(task, ...)` is `ld.pipeline.run_trial` with the sweep's bookkeeping around it: a
+`SweepStore` (mid-stage checkpoints, rank coordination), the sweep columns, the trial's Parquet file and a
+run summary (stage runs trained / reused, time inside training loops, evaluation time) that the Tune trial
+turns into its status row and metrics. On a worker group every rank runs the training phases; rank 0 alone
+evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from ld.config import Config
+from ld.distributed import sink
+from ld.distributed.store import Checkpointer, Comm, SweepStore
+
+
+@dataclass
+class TrialTask:
+    """Everything a process needs to run one trial (plain data: it travels to Ray workers)."""
+
+    config: dict[str, Any]
+    suite: str
+    storage: str
+    axis: str = ""
+    value: Any = ""
+    checkpoint_every: int = 0
+    kill_at: Optional[str] = None  # fault injection for tests: "stage:step[:rank]" -> SIGKILL once
+    progress: bool = False
+
+    @property
+    def cfg(self) -> Config:
+        return Config.model_validate(self.config)
+
+    @property
+    def trial_id(self) -> str:
+        from ld.pipeline import trial_id
+
+        return trial_id(self.cfg)
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["seed"])
+
+    @property
+    def distributed(self) -> bool:
+        t = self.cfg.train
+        return t.num_workers > 1 or t.use_gpu
+
+    @property
+    def artifacts(self) -> Path:
+        return Path(self.storage) / "artifacts"
+
+    @property
+    def result_file(self) -> Path:
+        return sink.trial_file(self.storage, self.suite, self.trial_id, self.seed)
+
+    @property
+    def summary_file(self) -> Path:
+        return sink.results_dir(self.storage, self.suite) / "_runs" / (
+            sink.trial_file_name(self.trial_id, self.seed).replace(".parquet", ".json"))
+
+
+@dataclass
+class TrialSummary:
+    trial_id: str
+    seed: int
+    rows: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    stages: list[dict[str, Any]] = field(default_factory=list)  # StageRun records of the rank-0 process
+    loop_s: float = 0.0
+    data_s: float = 0.0
+    eval_s: float = 0.0
+    phases_s: float = 0.0  # wall time of execute_trial itself
+    world_size: int = 1
+    node_id: str = ""
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(asdict(self), default=str))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "TrialSummary":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def trial_metrics(df) -> dict[str, float]:
+    """Tune metrics of a trial: the guided planner's mean score (the unguided prior's when beta = 0)."""
+    main = df[df["variant"] == "latentdiffuser"] if (df["variant"] == "latentdiffuser").any() else df
+    return {"normalized_score": float(main["normalized_score"].mean()),
+            "episode_return": float(main["episode_return"].mean()),
+            "success": float(main["success"].mean()), "rows": float(len(df))}
+
+
+def fault_injector(task: TrialTask, rank: int) -> Optional[Callable[[str, int], None]]:
+    """`kill_at="prior:60:1"`: rank 1 SIGKILLs itself at step 60 of the prior, once per storage root."""
+    if not task.kill_at:
+        return None
+    parts = task.kill_at.split(":")
+    stage, at, who = parts[0], int(parts[1]), int(parts[2]) if len(parts) > 2 else 0
+    marker = Path(task.storage) / ".faults" / f"{task.trial_id}-{task.kill_at.replace(':', '_')}"
+
+    def on_step(name: str, step: int) -> None:
+        if name == stage and step == at and rank == who and not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"killed pid {os.getpid()} at {name} step {step}\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return on_step
+
+
+def execute_trial(task: TrialTask, *, comm: Optional[Comm] = None,
+                  wrap: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None,
+                  checkpointer: Optional[Checkpointer] = None,
+                  device: Optional[torch.device] = None, node_id: str = "") -> Optional[TrialSummary]:
+    """Train (or reuse) every stage, then on rank 0 evaluate and write the trial's rows and run summary."""
+    from ld.data import load_dataset
+    from ld.pipeline import evaluate_trial, setup_torch, train_stages
+
+    t0 = time.perf_counter()
+    cfg = task.cfg
+    dev = setup_torch(cfg)
+    device = device if device is not None else dev
+    rank = comm.rank if comm is not None else 0
+    t1 = time.perf_counter()
+    ds = load_dataset(cfg.dataset)
+    data_s = time.perf_counter() - t1
+    store = SweepStore(task.artifacts, checkpointer=checkpointer, checkpoint_every=task.checkpoint_every,
+                       comm=comm, wrap=wrap, on_step=fault_injector(task, rank))
+    artifacts, records = train_stages(cfg, ds, store, device, task.progress)
+    if rank != 0:
+        return None
+    timings: dict[str, float] = {}
+    frame = evaluate_trial(cfg, ds, artifacts, records, device, suite=task.suite, progress=task.progress,
+                           timings=timings)
+    frame = sink.add_sweep_columns(frame, task.suite, task.axis, task.value)
+    sink.write_trial_rows(frame, task.storage, task.suite, task.trial_id, task.seed)
+    summary = TrialSummary(
+        trial_id=task.trial_id, seed=task.seed, rows=len(frame), metrics=trial_metrics(frame),
+        stages=[asdict(r) for r in store.runs], loop_s=store.loop_seconds, data_s=data_s,
+        eval_s=sum(v for k, v in timings.items() if k.startswith("eval_")),
+        phases_s=time.perf_counter() - t0, world_size=comm.world_size if comm is not None else 1,
+        node_id=node_id)
+    summary.save(task.summary_file)
+    return summary

@@ -1,0 +1,86 @@
+"""`ray start --head` + `ray job submit --working-dir DIR -- ld sweep ...` of the smoke suite, as on a cluster.
+
+The head is started with `--block` in its own session and stopped by killing that process group (never
+`ray stop`, which would stop every Ray instance of this user on the machine)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    base = tmp_path_factory.mktemp("head")
+    tmp = Path("/tmp") / f"ldjob{os.getpid()}"
+    tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "RAY_TMPDIR": str(tmp), "LD_DATA_DIR": str(base / "data"), "OMP_NUM_THREADS": "1",
+           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
+    port, dash = free_port(), free_port()
+    proc = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
+                             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port",
+                             str(dash), "--disable-usage-stats", "--temp-dir", str(tmp)],
+                            stdout=open(base / "head.log", "w"), stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    client = {**env, "RAY_AUTH_MODE": "token"}  # the client side of Ray's token auth (RAY-NOTES.md)
+    address = f"http://127.0.0.1:{dash}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        p = subprocess.run([RAY, "job", "list", "--address", address], capture_output=True, text=True, env=client)
+        if p.returncode == 0:
+            break
+        assert proc.poll() is None, (base / "head.log").read_text()[-3000:]
+        time.sleep(2)
+    else:
+        pytest.fail("the Ray head's job server did not come up:\n" + (base / "head.log").read_text()[-3000:])
+    yield address, client
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_job_submit_runs_the_smoke_sweep(head, tmp_path):
+    address, client = head
+    maze = tmp_path / "umaze.hdf5"
+    p = subprocess.run([sys.executable, "-m", "ld.cli", "data", "make", "pointmaze-umaze", "--episodes", "6",
+                        "--out", str(maze)], capture_output=True, text=True, env=client, timeout=300)
+    assert p.returncode == 0, p.stderr
+    work = tmp_path / "job"
+    (work / "sweeps").mkdir(parents=True)
+    shutil.copy(ROOT / "sweeps" / "smoke.yaml", work / "sweeps" / "smoke.yaml")
+    storage = tmp_path / "store"
+    p = subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir", str(work), "--",
+                        sys.executable, "-m", "ld.cli", "sweep", "sweeps/smoke.yaml", "--storage", str(storage),
+                        "--set", f"dataset={maze}", "--checkpoint-every", "20"],
+                       capture_output=True, text=True, env=client, timeout=600)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    assert "4 trials, 4 ok" in p.stdout and "succeeded" in p.stdout, p.stdout[-3000:]
+    files = list((storage / "results" / "smoke").glob("trial=*.parquet"))
+    assert len(files) == 4
+    assert sum(len(pd.read_parquet(f)) for f in files) == 16
