@@ -54,9 +54,13 @@ def register_robotics() -> None:
     global _robotics_registered
     if _robotics_registered:
         return
+    import contextlib
+    import io
     import warnings
 
-    with warnings.catch_warnings():
+    # gymnasium-robotics prints a notice about its Adroit *Dense-v1 rewards to stderr on import; it concerns
+    # only those envs, so it is repeated where one of them is made (make_env), not on every `ld` command.
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         import gymnasium_robotics
 
@@ -162,6 +166,11 @@ def make_env(
     Raises DataError for a missing or unknown env id, naming the known ids.
     """
     env_id = _check_env_id(info.env_id)
+    if env_id.startswith("AdroitHand") and env_id.endswith("Dense-v1"):
+        import warnings
+
+        warnings.warn(f"{env_id}: gymnasium-robotics changed this env's reward in 1.2.1 without a version bump; "
+                      "scores are not comparable to D4RL's adroit v1 numbers", stacklevel=2)
     steps = max_episode_steps or info.max_episode_steps
     kwargs = dict(info.env_kwargs or {})
     if env_id.startswith("AntMaze_"):
