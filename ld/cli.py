@@ -34,18 +34,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def _resolve(args: argparse.Namespace):
     from ld.config import resolve
 
-    cfg_file = args.config
-    preset = args.preset
-    if preset is None:
-        has_file_preset = False
-        if cfg_file and Path(cfg_file).is_file():
-            try:
-                raw = yaml.safe_load(Path(cfg_file).read_text())
-                has_file_preset = isinstance(raw, dict) and "preset" in raw
-            except yaml.YAMLError:
-                pass
-        preset = None if has_file_preset else DEFAULT_PRESET
-    return resolve(cfg_file, preset, args.sets)
+    return resolve(args.config, args.preset, args.sets, default_preset=DEFAULT_PRESET)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -235,19 +235,24 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """Parse a YAML file, or raise one ConfigError naming the file (missing / not YAML)."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+        raise ConfigError(f"{what} not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        return yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        raise ConfigError(f"{what} {p} is not valid YAML: {e}") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file as a layer (its optional `preset:` key included)."""
+    data = read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {p} must hold a mapping of fields, got {type(data).__name__}")
-    data.pop("preset", None)
+        raise ConfigError(f"config file {path} must hold a mapping of fields, got {type(data).__name__}")
     return data
 
 
@@ -289,22 +294,13 @@ def resolve(
     config_file: str | Path | None = None,
     preset_name: str | None = None,
     sets: list[str] | None = None,
+    default_preset: str | None = None,
 ) -> Config:
-    """The CLI's view: a YAML file may name its own `preset:`; `--preset` wins over it."""
-    file_layer: dict[str, Any] = {}
-    if config_file:
-        p = Path(config_file)
-        raw_preset = None
-        if p.is_file():
-            try:
-                raw = yaml.safe_load(p.read_text())
-                raw_preset = raw.get("preset") if isinstance(raw, dict) else None
-            except yaml.YAMLError:
-                pass
-        file_layer = load_yaml(p)
-        preset_name = preset_name or raw_preset
+    """The CLI's view: `preset_name` wins over the file's own `preset:`, which wins over `default_preset`."""
+    file_layer = load_yaml(config_file) if config_file else {}
+    file_preset = file_layer.pop("preset", None)
     overrides = _deep_merge(file_layer, parse_overrides(sets or []))
-    return build(overrides, preset_name)
+    return build(overrides, preset_name or file_preset or default_preset)
 
 
 def subset(cfg: Config, keys: list[str]) -> dict[str, Any]:

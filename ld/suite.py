@@ -35,9 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
-from ld.config import Config, ConfigError, _deep_merge, build, parse_overrides
+from ld.config import Config, ConfigError, _deep_merge, build, parse_overrides, read_yaml
 
 SCALES = ("smoke", "small", "paper")
 GRID_MODES = ("one_at_a_time", "product")
@@ -169,12 +167,7 @@ def _build(layer: dict[str, Any], preset_name: str, where: str) -> Config:
 
 def load_suite(path: str | Path) -> Suite:
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"suite file not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"suite file {p} is not valid YAML: {e}") from None
+    raw = read_yaml(p, "suite file")
     if not isinstance(raw, dict):
         raise ConfigError(f"suite file {p} must be a mapping with keys {', '.join(SUITE_KEYS)}")
     unknown = sorted(set(raw) - set(SUITE_KEYS))
