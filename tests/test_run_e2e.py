@@ -104,3 +104,12 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     assert p.returncode == 2
     assert "nope.hdf5" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "o" / "results").exists()
+
+
+def test_bc_baseline_in_the_same_run(maze_file, tmp_path):
+    p = ld("run", "--preset", "smoke", "--set", f"dataset={maze_file}", "--set", "eval.bc_baseline=true",
+           "--set", "eval.max_steps=12", "--out", str(tmp_path), "--no-progress")
+    assert p.returncode == 0, p.stderr
+    df = pd.concat(pd.read_parquet(f) for f in (tmp_path / "results").glob("*.parquet"))
+    assert df.groupby("variant").size().to_dict() == {"bc": 2, "latentdiffuser": 2, "prior": 2}
+    assert (tmp_path / "artifacts" / "bc").is_dir()
