@@ -40,8 +40,9 @@ class Plan:
 
 class Planner:
     def __init__(self, cfg: Config, artifacts: dict[str, Artifact], guided: bool = True,
-                 device: torch.device | str = "cpu", seed: int = 0):
+                 device: torch.device | str = "cpu", seed: int = 0, fast: bool | str = False):
         self.cfg = cfg
+        self.fast = fast  # opt-in static/CUDA-graph path (ld.planning.fast): True/"auto", "graph", "compile", "eager"
         self.device = torch.device(device)
         codec_art = artifacts[vae_stage.stage_name(cfg)]
         self.codec = vae_stage.load_codec(codec_art)
@@ -75,6 +76,10 @@ class Planner:
         return self.normalizer.unnormalize("actions", a.cpu().numpy())
 
     def plan(self, obs: np.ndarray) -> Plan:
+        if self.fast:
+            from ld.planning.fast import fast_plan
+
+            return fast_plan(self, obs)
         t0 = time.perf_counter()
         s1 = self._norm_obs(obs)
         x0 = draw(

@@ -1,0 +1,62 @@
+"""Every benchmark script runs in --quick mode and prints valid JSON with its expected keys (issue 7).
+
+Benchmarks are not timed tests: nothing here checks a number, only that the script ran end to end (tiny
+data, smoke preset) and reported what its full mode reports. The four scripts run concurrently (about a
+minute of wall time in all on two cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+EXPECTED = {
+    "planning.py": ["machine", "samplers", "target_dpm_solver_10", "training", "model"],
+    "eval_throughput.py": ["machine", "batched", "sequential", "ratio", "target"],
+    "train_throughput.py": ["machine", "fp32", "bf16", "ray"],
+    "sweep_cost.py": ["machine", "cached", "uncached", "stage_runs_ratio", "dry_count", "target"],
+}
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env["TMPDIR"] = str(tmp_path_factory.mktemp("bench"))
+    procs = {name: subprocess.Popen([sys.executable, str(ROOT / "bench" / name), "--quick"], cwd=ROOT, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in EXPECTED}
+    out = {}
+    for name, p in procs.items():
+        try:
+            stdout, stderr = p.communicate(timeout=150)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            stdout, stderr = p.communicate()
+        out[name] = (p.returncode, stdout, stderr)
+    return out
+
+
+@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_quick_mode_prints_valid_json(outputs, script):
+    rc, stdout, stderr = outputs[script]
+    assert rc == 0, f"{script} --quick failed:\n{stderr[-3000:]}"
+    report = json.loads(stdout)
+    for key in EXPECTED[script]:
+        assert key in report, f"{script}: no {key!r} in {sorted(report)}"
+    assert report["benchmark"] == script.removesuffix(".py")
+    assert report["machine"]["cpus"] >= 1
+
+
+def test_planning_reports_every_sampler_at_every_batch(outputs):
+    report = json.loads(outputs["planning.py"][1])
+    for lab, entry in report["samplers"].items():
+        for cell in entry["latency"].values():
+            assert cell["planner"]["median_ms"] > 0 and cell["fast_path"]["median_ms"] > 0
+        assert "score" in entry and len(entry["score"]["ci95"]) == 2
