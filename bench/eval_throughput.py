@@ -17,30 +17,20 @@ Target: >= 5x on this machine. Episodes are capped at --max-steps (throughput, n
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from _common import finish, machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from ld.config import resolve
 from ld.data import load_dataset
 from ld.evaluation.rollout import evaluate
 from ld.pipeline import setup_torch, train_stages
 from ld.planning.planner import Planner, RecedingHorizonPolicy
 from ld.stages.artifact import ArtifactStore
-
-
-def machine() -> dict:
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-            "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def run(planner_factory, info, episodes: int, seed: int, max_steps: int, replan: int, batched: bool) -> dict:
@@ -107,10 +97,7 @@ def main(argv=None) -> int:
     ratio = batched["env_steps_per_s"] / sequential["env_steps_per_s"]
     report.update(batched=batched, sequential=sequential, ratio=round(ratio, 2),
                   target={"ratio_needed": 5.0, "met": bool(ratio >= 5.0)})
-    report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    report["wall_s"] = round(time.perf_counter() - t0, 2)
-    print(json.dumps(report, indent=1))
-    return 0
+    return finish(report, t0)
 
 
 if __name__ == "__main__":

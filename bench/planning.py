@@ -20,9 +20,6 @@ DDPM-100's CI.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _common import finish, machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from ld.config import resolve
 from ld.data import load_dataset
 from ld.evaluation.rollout import evaluate
@@ -40,13 +38,6 @@ from ld.planning.planner import Planner, RecedingHorizonPolicy
 from ld.stages.artifact import ArtifactStore
 
 SAMPLERS = [("ddpm", None), ("ddim", 10), ("ddim", 20), ("dpm_solver", 10), ("dpm_solver", 20)]
-
-
-def machine() -> dict:
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def label(name: str, steps, K: int) -> str:
@@ -190,10 +181,7 @@ def main(argv=None) -> int:
     if gpu["measured"] and "batch1_ms" in gpu and "batch64_ms_per_env" in gpu:
         gpu["met"] = bool(gpu["batch1_ms"] <= 10.0 and gpu["batch64_ms_per_env"] <= 0.5)
     report["target_gpu_paper"] = gpu
-    report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    report["wall_s"] = round(time.perf_counter() - t0, 2)
-    print(json.dumps(report, indent=1))
-    return 0
+    return finish(report, t0)
 
 
 if __name__ == "__main__":

@@ -22,27 +22,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-import torch
 
+from _common import finish, machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from ld.data import load_dataset
 from ld.pipeline import evaluate_trial, setup_torch, train_stages
 from ld.stages.artifact import ArtifactStore
 from ld.suite import load_suite
 
 SUITE = Path(__file__).resolve().parent.parent / "ablations" / "figure5.yaml"
-
-
-def machine() -> dict:
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-            "torch": torch.__version__, "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def dry_count(trials) -> dict:
@@ -148,10 +141,7 @@ def main(argv=None) -> int:
                           if not args.no_eval else None),
         target={"stage_runs_ratio_needed": 2.5, "met": bool(runs_ratio >= 2.5)},
     )
-    report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    report["wall_s"] = round(time.perf_counter() - t0, 2)
-    print(json.dumps(report, indent=1))
-    return 0
+    return finish(report, t0)
 
 
 if __name__ == "__main__":

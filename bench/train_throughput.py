@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -32,17 +29,11 @@ from pathlib import Path
 
 import torch
 
+from _common import finish, machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from ld.config import resolve
 from ld.data import load_dataset
 from ld.pipeline import setup_torch, train_stages
 from ld.stages.artifact import ArtifactStore
-
-
-def machine() -> dict:
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-            "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def stage_throughput(cfg, ds, device, root: Path, bf16: bool) -> dict:
@@ -177,10 +168,7 @@ def main(argv=None) -> int:
         report["bf16"] = {"status": "unavailable", "reason": "no GPU in this session (use --bf16 to force on CPU)"}
     report["ray"] = ({"status": "skipped", "reason": "--quick / --no-ray"} if args.no_ray
                      else ray_overhead(args.dataset, work / "ray"))
-    report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    report["wall_s"] = round(time.perf_counter() - t0, 2)
-    print(json.dumps(report, indent=1))
-    return 0
+    return finish(report, t0)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Errors in the user's input (config, dataset, artifact) print one message and exi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path

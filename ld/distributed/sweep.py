@@ -17,7 +17,6 @@ Storage layout (`--storage`, a path every node sees: local disk, NFS or EFS):
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import uuid
