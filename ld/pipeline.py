@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -86,6 +86,11 @@ def stage_columns(records: list[StageRecord], artifacts: dict[str, Artifact]) ->
     return cols
 
 
+def _planner_policy(cfg: Config, artifacts: dict[str, Artifact], device: torch.device, guided: bool):
+    planner = Planner(cfg, artifacts, guided=guided, device=device, seed=cfg.seed)
+    return RecedingHorizonPolicy(planner, cfg.eval.replan_every)
+
+
 def evaluate_trial(cfg: Config, ds: EpisodeDataset, artifacts: dict[str, Artifact], records: list[StageRecord],
                    device: torch.device, *, suite: str = "run", progress: bool = True, baselines: bool = True,
                    timings: Optional[dict[str, float]] = None) -> pd.DataFrame:
@@ -94,28 +99,22 @@ def evaluate_trial(cfg: Config, ds: EpisodeDataset, artifacts: dict[str, Artifac
     stage_cols = stage_columns(records, artifacts)
     tid = trial_id(cfg)
     rows: list[dict] = []
-    variants = [("latentdiffuser", True)] if cfg.beta > 0 else [("prior", False)]
-    if baselines and cfg.beta > 0:
-        variants.append(("prior", False))
-    for variant, guided in variants:
+    # (variant, policy factory, config fields that differ from cfg for it)
+    variants: list[tuple[str, Callable[[], object], dict]] = []
+    if cfg.beta > 0:
+        variants.append(("latentdiffuser", lambda: _planner_policy(cfg, artifacts, device, guided=True), {}))
+    if cfg.beta == 0 or baselines:
+        variants.append(("prior", lambda: _planner_policy(cfg, artifacts, device, guided=False), {"beta": 0.0}))
+    if cfg.eval.bc_baseline:
+        variants.append(("bc", lambda: bc_stage.BCPolicy(artifacts[bc_stage.NAME], device), {}))
+    for variant, make_policy, overrides in variants:
         t1 = time.perf_counter()
-        planner = Planner(cfg, artifacts, guided=guided, device=device, seed=cfg.seed)
-        policy = RecedingHorizonPolicy(planner, cfg.eval.replan_every)
-        results = evaluate(policy, ds.info, cfg.eval.episodes, cfg.seed, cfg.eval.max_steps, progress,
+        results = evaluate(make_policy(), ds.info, cfg.eval.episodes, cfg.seed, cfg.eval.max_steps, progress,
                            desc=f"eval[{variant}]")
         timings[f"eval_{variant}_s"] = time.perf_counter() - t1
-        overrides = {} if guided else {"beta": 0.0}
         rows += episode_rows(cfg, suite=suite, trial_id=tid, variant=variant, results=results,
                              dataset_info=ds.info, dataset_fingerprint=ds.fingerprint, stage_columns=stage_cols,
                              config_overrides=overrides)
-    if cfg.eval.bc_baseline:
-        t1 = time.perf_counter()
-        policy = bc_stage.BCPolicy(artifacts[bc_stage.NAME], device)
-        results = evaluate(policy, ds.info, cfg.eval.episodes, cfg.seed, cfg.eval.max_steps, progress,
-                           desc="eval[bc]")
-        timings["eval_bc_s"] = time.perf_counter() - t1
-        rows += episode_rows(cfg, suite=suite, trial_id=tid, variant="bc", results=results, dataset_info=ds.info,
-                             dataset_fingerprint=ds.fingerprint, stage_columns=stage_cols)
     return to_frame(rows)
 
 
