@@ -25,7 +25,9 @@ every sampler makes exactly S network evaluations:
   x0 prediction, x0_hat(x_{t_0}, 0) = (x - sigma_0 eps) / alpha_0, is returned (the data sits at
   lambda = +inf, which the solver cannot step to).
 
-The deterministic samplers ignore `temperature` (eta = 0 has no noise to scale). Nothing is clipped
+Temperature for the deterministic samplers: they add no noise during the solve, so `temperature` alpha
+scales the *starting* noise instead, x_T ~ N(0, alpha I) (the usual temperature of ODE / flow samplers;
+DDPM keeps the paper's per-step variance scaling). Nothing is clipped
 unless `clip_x0` is given (latents are unbounded); with it, every x0 prediction is clamped to
 [-clip_x0, clip_x0], or to [lo, hi] when it is a pair of tensors broadcastable to x (per-channel data
 ranges, as Diffuser clips to its [-1, 1] normalization), and DDIM re-derives eps from the clamped x0.
@@ -167,6 +169,8 @@ def sample(
     run = {"ddpm": _ddpm, "ddim": _ddim, "dpm_solver": _dpm_solver}[name]
     with torch.no_grad():
         x = x_T.clone() if x_T is not None else _randn(shape, generator, device, dtype)
+        if name != "ddpm" and x_T is None and temperature != 1.0:
+            x = x * temperature ** 0.5
         traj = [x] if return_trajectory else None
         # k as a [B] long tensor per step, made before the loop
         ks = [torch.full((B,), t, dtype=torch.long, device=device) for t in ts]

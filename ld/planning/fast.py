@@ -237,6 +237,8 @@ class StaticSampler:
         self.cond2[self.B:].copy_(self.cond)
         shape = (b, *self.x_shape)
         self.x_T[:b].copy_(self._randn(shape, generator))
+        if self.name != "ddpm" and self.temperature != 1.0:  # as `sample`: ODE samplers scale x_T by sqrt(alpha)
+            self.x_T[:b].mul_(self.temperature ** 0.5)
         for i in range(self.noise.shape[0]):
             self.noise[i, :b].copy_(self._randn(shape, generator))
 
@@ -320,7 +322,7 @@ class FastPlanRunner:
         self.sampler = StaticSampler(
             planner.prior, planner.schedule, planner.x_shape, obs_dim, batch,
             guidance_scale=cfg.guidance_scale, temperature=cfg.temperature, sampler=cfg.sampler.name,
-            steps=cfg.sampler.steps, energy=planner.energy,
+            steps=cfg.sampling_steps, energy=planner.energy,
             energy_scale=cfg.energy.scale if planner.guided else 0.0,
             clip=planner.standardizer.bounds(planner.device), device=planner.device)
         if mode in ("graph", "compile") and not self.sampler.capturable:

@@ -85,7 +85,7 @@ class Planner:
         x0 = draw(
             self.prior, self.schedule, s1, self.x_shape,
             guidance_scale=self.cfg.guidance_scale, temperature=self.cfg.temperature,
-            sampler=self.cfg.sampler.name, steps=self.cfg.sampler.steps,
+            sampler=self.cfg.sampler.name, steps=self.cfg.sampling_steps,
             energy=self.energy, energy_scale=self.cfg.energy.scale if self.guided else 0.0,
             generator=self.generator, clip=self.standardizer.bounds(self.device),
         )
