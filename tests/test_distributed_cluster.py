@@ -78,10 +78,11 @@ def test_trials_spread_over_two_nodes_and_a_removed_node_loses_nothing(cluster, 
     t.join(timeout=600)
     assert "error" not in box, box.get("error")
     s = box["summary"]
+    # `removed` is only set after a status row showed a trial finished on the worker node: trials spread.
+    # (The final status rows may all name the head: a trial whose actor was still alive on the removed node
+    # is retried there by Tune, reuses every stage and rewrites its own status and result file.)
     assert removed, "no trial ran on the worker node"
     assert (s.trials, s.ok, s.failed) == (4, 4, 0), s.render()
-    st = read_status(storage, "smoke")
-    assert st["node_id"].nunique() == 2  # trials ran on both nodes
     df = read_results(storage, "smoke")
     assert len(df) == 16 and not df.duplicated(["trial_id", "variant", "episode"]).any()
     counts = {}
