@@ -54,8 +54,6 @@ def evaluate(
     batch = make_env_batch(info, episodes, seed=env_seed, max_episode_steps=max_steps)
     obs = batch.reset(seed=env_seed)
     low, high = batch.envs[0].action_space.low, batch.envs[0].action_space.high
-    if hasattr(policy, "low") and getattr(policy, "low") is None:
-        policy.low, policy.high = low, high
     policy.reset(episodes)
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, dtype=np.int64)

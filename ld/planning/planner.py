@@ -128,9 +128,8 @@ class RecedingHorizonPolicy:
     def act(self, obs: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """obs [b, obs] of the live episodes `ids` (indices into the batch given to reset)."""
         assert self.age is not None, "call reset(n) first"
-        horizon = self.planner.x_shape[0] * (1 if self.planner.cfg.modeling == "raw" else
-                                             self.planner.cfg.latent_step)
-        stale = (self.age[ids] < 0) | (self.age[ids] >= min(self.replan_every, horizon - 1))
+        # a plan covers the raw window T in every modeling selection (N latents x L, or T raw steps)
+        stale = (self.age[ids] < 0) | (self.age[ids] >= min(self.replan_every, self.planner.cfg.horizon - 1))
         actions = np.zeros((len(ids), self.planner.normalizer["actions"].dim), dtype=np.float64)
         if stale.any():
             sel = ids[stale]

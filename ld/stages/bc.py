@@ -51,7 +51,6 @@ class BCPolicy:
         self.model.to(device).eval()
         self.device = device
         self.normalizer = DatasetNormalizer.from_state_dict(artifact.load_json("normalizer"))
-        self.low = self.high = None
 
     def reset(self, n: int) -> None:
         pass
