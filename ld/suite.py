@@ -114,11 +114,16 @@ class Suite:
         base_cfg = _build(layer, preset_name, f"{self.name}: base")
         out: list[Trial] = []
         seen: set[str] = set()
+        points = []
         for axis, value, over in self.points(scale):
             cfg = _build(_deep_merge(layer, over), preset_name, f"{self.name}: {axis}={value}")
             if axis not in ("default", "product") and cfg.flat() == base_cfg.flat():
                 continue  # the default value of a one-at-a-time axis: the shared base point covers it
-            for seed in self.seeds(scale):
+            points.append((axis, value, over, cfg))
+        # seed-major: every grid point of seed 0 before any of seed 1, so a sweep cut short (or still
+        # running) holds whole seeds -- every bar on the same seeds -- rather than all seeds of a few bars
+        for seed in self.seeds(scale):
+            for axis, value, over, cfg in points:
                 c = cfg.model_copy(update={"seed": seed})
                 c = Config.model_validate(c.model_dump())
                 key = repr(sorted(c.flat().items()))
