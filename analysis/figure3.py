@@ -58,6 +58,19 @@ table = A.figure3_table(df, reps=REPS)
 table.drop(columns=["panel_title"]).round(2)
 
 # %% [markdown]
+# ## The paper's findings, checked
+#
+# Each finding of the paper as a difference of per-seed scores (per family: the method - the alternative), paired by
+# seed, with a 95% percentile bootstrap CI over seeds. The verdict reads the CI: `agrees` only when it excludes
+# 0 on the paper's side (for "insensitive": when it holds 0), `contradicts` when it excludes 0 on the other
+# side, else `inconclusive`.
+
+# %%
+findings = A.figure3_findings(df, reps=REPS)
+A.write_tidy(findings, OUT, "figure3_findings")
+findings.round(2)
+
+# %% [markdown]
 # ## Figure
 
 # %%

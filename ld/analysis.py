@@ -6,6 +6,8 @@
     per_seed(df, keys)                     one score per run: mean normalized score over its episodes
     mean_ci(x) / iqm(x) / stratified_iqm_ci(tasks)   the statistics (pure numpy, no rliable needed)
     figure5_table(df) / figure3_table(df)  tidy tables: one row per plotted bar
+    figure5_findings(df) / figure3_findings(df)   each finding of the paper as a paired difference over
+                                           seeds with a bootstrap CI and a verdict (agrees/contradicts/...)
     plot_figure5(table) / plot_figure3(table), save_figure(fig, out_dir, stem)
 
 Statistics follow Agarwal et al. (2021, `rliable`): a setting's score on one task is the mean over seeds of
@@ -343,6 +345,137 @@ def _order_fig3(t: pd.DataFrame, first: list[str]) -> pd.DataFrame:
     fam_col = "panel" if "panel" in t.columns else "family"
     t = t.assign(_f=t[fam_col].map(fam_key), _s=t["setting"].map(sel_key))
     return t.sort_values(["_f", *[c for c in first if c != fam_col], "_s"]).drop(columns=["_f", "_s"]).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the paper's findings, checked against the numbers
+#
+# Each finding is a comparison of two settings' per-seed scores: the difference (setting - reference) is
+# paired by seed (the same seed trains the same data order and evaluates the same episode seeds), with a
+# percentile bootstrap CI over seeds. A verdict is read off the CI, not the point estimate, so 3 seeds of
+# noisy RL scores give "inconclusive" rather than a false "agrees".
+
+FINDING_COLUMNS = ("figure", "finding", "panel", "comparison", "expect", "diff", "ci_low", "ci_high",
+                   "n_seeds", "verdict")
+EXPECTATIONS = ("lower", "higher", "same", "not higher")
+
+
+def verdict(expect: str, lo: float, hi: float) -> str:
+    """agrees | contradicts | inconclusive for an expected sign of a difference with CI [lo, hi].
+
+    lower/higher: the CI must exclude 0 on the expected side to agree (on the other side: contradicts);
+    same: agrees while the CI holds 0; not higher (the paper's "slightly worse"): contradicts only when the
+    CI is entirely above 0."""
+    if expect not in EXPECTATIONS:
+        raise ValueError(f"expect must be one of {EXPECTATIONS}, got {expect!r}")
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "inconclusive"  # one seed: nothing to resample
+    if expect == "same":
+        return "agrees" if lo <= 0 <= hi else "contradicts"
+    if expect == "not higher":
+        return "contradicts" if lo > 0 else "agrees"
+    below, above = hi < 0, lo > 0
+    if expect == "lower":
+        return "agrees" if below else "contradicts" if above else "inconclusive"
+    return "agrees" if above else "contradicts" if below else "inconclusive"
+
+
+def paired_diff(a: pd.Series, b: pd.Series, reps: int = 10000, seed: int = 0) -> tuple[float, float, float, int]:
+    """Mean of a[s] - b[s] over the seeds s both have (series indexed by seed), with a bootstrap CI."""
+    common = sorted(set(a.dropna().index) & set(b.dropna().index))
+    if not common:
+        return float("nan"), float("nan"), float("nan"), 0
+    d = a.loc[common].to_numpy(float) - b.loc[common].to_numpy(float)
+    m, lo, hi = mean_ci(d, reps=reps, seed=seed)
+    return m, lo, hi, len(common)
+
+
+def _finding(figure: str, finding: str, panel: str, comparison: str, expect: str,
+             stats: tuple[float, float, float, int]) -> dict[str, Any]:
+    m, lo, hi, n = stats
+    return {"figure": figure, "finding": finding, "panel": panel, "comparison": comparison, "expect": expect,
+            "diff": m, "ci_low": lo, "ci_high": hi, "n_seeds": n,
+            "verdict": verdict(expect, lo, hi) if n else "missing"}
+
+
+def figure5_findings(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.DataFrame:
+    """The paper's Figure 5 findings (L = 1 degrades a lot; H insensitive; low beta degrades, very high beta
+    slightly worse; K insensitive), each as setting - default over paired seeds."""
+    rows = method_rows(df)
+    if rows.empty or SWEEP_AXIS not in rows.columns:
+        raise ResultsError("Figure 5 findings need the method's rows with the sweep columns `ld sweep` writes")
+    runs = per_seed(rows, [SWEEP_AXIS, SWEEP_VALUE])
+    runs[SWEEP_VALUE] = runs[SWEEP_VALUE].astype(str)
+    default = runs[runs[SWEEP_AXIS] == "default"].set_index("seed")["score"]
+
+    def scores(axis: str) -> dict[float, pd.Series]:
+        g = runs[runs[SWEEP_AXIS] == axis]
+        return {_num(v): s.set_index("seed")["score"] for v, s in g.groupby(SWEEP_VALUE)}
+
+    out = []
+    base = {a: _num(rows.loc[rows[SWEEP_AXIS] == "default", a].iloc[0]) if (rows[SWEEP_AXIS] == "default").any()
+            else float("nan") for a in FIGURE5_AXES}
+
+    def cmp(finding: str, axis: str, value: float, expect: str, s: pd.Series) -> None:
+        out.append(_finding("figure5", finding, axis, f"{axis}={_fmt(value)} - default ({axis}={_fmt(base[axis])})",
+                            expect, paired_diff(s, default, reps, seed)))
+
+    L = scores("latent_step")
+    if 1.0 in L:
+        cmp("L = 1 degrades a lot", "latent_step", 1.0, "lower", L[1.0])
+    for v, s in sorted(scores("horizon").items()):
+        cmp("H insensitive", "horizon", v, "same", s)
+    B = scores("beta")
+    if B:
+        lo_b, hi_b = min(B), max(B)
+        if lo_b < base["beta"]:
+            cmp("low beta degrades", "beta", lo_b, "lower", B[lo_b])
+        if hi_b > base["beta"]:
+            cmp("very high beta slightly worse", "beta", hi_b, "not higher", B[hi_b])
+    for v, s in sorted(scores("diffusion_steps").items()):
+        cmp("K insensitive", "diffusion_steps", v, "same", s)
+    return pd.DataFrame(out, columns=list(FINDING_COLUMNS))
+
+
+def figure3_findings(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.DataFrame:
+    """The paper's Figure 3 findings per task family (latent > skill > raw; return as energy and E-MSE both
+    worse than the method; MSE, the inexact baseline, too), each as a paired difference over seeds of the
+    family's mean score over its tasks; plus "the latent-raw gap is widest in the maze family" (the
+    long-horizon one) as a difference of the two families' gaps (unpaired: different tasks)."""
+    runs = per_seed(_with_selection(df), ["family", "task", "selection"])
+    fam_seed = runs.groupby(["family", "selection", "seed"])["score"].mean()
+    out = []
+    gaps: dict[str, np.ndarray] = {}
+    pairs = [("latent > skill", "latent actions", "skill space"),
+             ("skill > raw", "skill space", "raw action space"),
+             ("latent > raw", "latent actions", "raw action space"),
+             ("return as energy worse", "latent actions", "return as energy"),
+             ("E-MSE worse", "latent actions", "E-MSE"),
+             ("MSE worse", "latent actions", "MSE")]
+    for fam in [f for f in FAMILY_TITLES if f in fam_seed.index.get_level_values(0)]:
+        sel = fam_seed.loc[fam]
+        have = set(sel.index.get_level_values(0))
+        for finding, a, b in pairs:
+            if a in have and b in have:
+                out.append(_finding("figure3", finding, fam, f"{a} - {b}", "higher",
+                                    paired_diff(sel.loc[a], sel.loc[b], reps, seed)))
+        if {"latent actions", "raw action space"} <= have:
+            d = (sel.loc["latent actions"] - sel.loc["raw action space"]).dropna()
+            gaps[fam] = d.to_numpy(float)
+    if "maze" in gaps and "locomotion" in gaps:
+        g_m, g_l = gaps["maze"], gaps["locomotion"]
+        diff = float(g_m.mean() - g_l.mean())
+        if min(len(g_m), len(g_l)) >= 2:
+            rng = np.random.default_rng(seed)
+            boots = (g_m[rng.integers(0, len(g_m), (reps, len(g_m)))].mean(1)
+                     - g_l[rng.integers(0, len(g_l), (reps, len(g_l)))].mean(1))
+            lo, hi = float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+        else:
+            lo = hi = float("nan")
+        out.append(_finding("figure3", "latent-raw gap widest on the long-horizon family", "maze vs locomotion",
+                            "(latent - raw) in maze - (latent - raw) in locomotion", "higher",
+                            (diff, lo, hi, min(len(g_m), len(g_l)))))
+    return pd.DataFrame(out, columns=list(FINDING_COLUMNS))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -27,12 +27,13 @@ def default_score(trial: Trial, variant: str, episode: int) -> float:
     return 20.0 + h + 3.0 * trial.config.seed + 1.5 * episode - (15.0 if variant == "prior" else 0.0)
 
 
-def write_suite_results(storage: Path, suite_name: str, scale: str = "smoke", *,
+def write_suite_results(storage: Path, suite_name: str | Path, scale: str = "smoke", *,
                         score: Callable[[Trial, str, int], float] = default_score,
                         skip: Optional[Callable[[Trial], bool]] = None) -> tuple[Suite, list[Trial], Path]:
     """Write `<storage>/results/<suite>/trial=<id>-seed=<seed>.parquet` for every trial of the suite at
-    `scale` (except those `skip` selects). Returns the suite, the trials written and the results folder."""
-    suite = load_suite(REPO / "ablations" / f"{suite_name}.yaml")
+    `scale` (except those `skip` selects); `suite_name` names a file of ablations/ or is a suite YAML path.
+    Returns the suite, the trials written and the results folder."""
+    suite = load_suite(suite_name if str(suite_name).endswith(".yaml") else REPO / "ablations" / f"{suite_name}.yaml")
     out = storage / "results" / suite.name
     written = []
     for t in suite.trials(scale):
@@ -73,3 +74,16 @@ def rng_scores(seed: int) -> Callable[[Trial, str, int], float]:
         return cache[key]
 
     return score
+
+
+def figure3_with_two_maze_tasks(folder: Path) -> Path:
+    """ablations/figure3.yaml with a second maze task at `small`: a family of several tasks exercises the
+    IQM / stratified-bootstrap path (the shipped small scale has one task per family to fit a 2-core CPU)."""
+    import yaml
+
+    body = yaml.safe_load((REPO / "ablations" / "figure3.yaml").read_text())
+    body["scales"]["small"]["axes"]["dataset"] = ["builtin:halfcheetah-medium-replay", "builtin:pointmaze-umaze",
+                                                  "builtin:pointmaze-medium"]
+    path = Path(folder) / "figure3.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ld import analysis as A
-from results_fixtures import rng_scores, write_suite_results
+from results_fixtures import figure3_with_two_maze_tasks, rng_scores, write_suite_results
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def fig5(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fig3(tmp_path_factory):
     storage = tmp_path_factory.mktemp("fig3")
-    suite, trials, _ = write_suite_results(storage, "figure3", "small", score=rng_scores(2))
+    suite, trials, _ = write_suite_results(storage, figure3_with_two_maze_tasks(storage), "small", score=rng_scores(2))
     return suite, trials, A.load_results(storage, "figure3")
 
 
@@ -178,3 +178,85 @@ def test_load_results_errors_are_one_clear_message(tmp_path, fig5):
         A.load_results(tmp_path / "junk.parquet")
     with pytest.raises(A.ResultsError, match="sweep columns"):
         A.figure5_table(df.drop(columns=["sweep.axis", "sweep.value"]))
+
+
+# ----------------------------------------------------------------------------------------------------
+# the paper's findings
+
+
+@pytest.mark.parametrize("expect,lo,hi,verdict", [
+    ("lower", -5, -1, "agrees"), ("lower", -5, 2, "inconclusive"), ("lower", 1, 4, "contradicts"),
+    ("higher", 1, 4, "agrees"), ("higher", -4, -1, "contradicts"), ("higher", -1, 1, "inconclusive"),
+    ("same", -1, 1, "agrees"), ("same", 0.5, 2, "contradicts"),
+    ("not higher", -3, 1, "agrees"), ("not higher", 0.5, 1, "contradicts"),
+    ("lower", float("nan"), float("nan"), "inconclusive"),
+])
+def test_verdict_reads_the_ci_not_the_point(expect, lo, hi, verdict):
+    assert A.verdict(expect, lo, hi) == verdict
+
+
+def test_paired_diff_pairs_by_seed_and_ignores_unpaired_seeds():
+    a = pd.Series({0: 10.0, 1: 20.0, 2: 30.0, 3: 99.0})
+    b = pd.Series({0: 8.0, 1: 18.0, 2: 28.0})
+    m, lo, hi, n = A.paired_diff(a, b, reps=200)
+    assert (m, lo, hi, n) == (pytest.approx(2.0), pytest.approx(2.0), pytest.approx(2.0), 3)
+
+
+def _paper_like(t, variant, e):
+    """Scores shaped like the paper's Figure 5: L = 1 and beta = 0 much worse, H and K flat, beta = 100
+    slightly worse; per-seed noise identical across settings so paired differences are exact."""
+    ax, v = t.axis, float(t.value) if t.axis not in ("default", "product") else None
+    base = 60.0 + 5.0 * t.config.seed + (e % 3)
+    if ax == "latent_step" and v == 1:
+        base -= 30
+    if ax == "beta" and v == 0:
+        base -= 25
+    if ax == "beta" and v == 100:
+        base -= 2
+    return base - (10.0 if variant == "prior" else 0.0)
+
+
+def test_figure5_findings_on_paper_shaped_scores(tmp_path):
+    write_suite_results(tmp_path, "figure5", "small", score=_paper_like)
+    f = A.figure5_findings(A.load_results(tmp_path, "figure5"), reps=300)
+    by = {(r.finding, r.comparison.split(" ")[0]): r for r in f.itertuples()}
+    assert by[("L = 1 degrades a lot", "latent_step=1")].diff == pytest.approx(-30)
+    # the beta = 0 trial plans without guidance: its method rows are its `prior` rows (-10 here)
+    assert by[("low beta degrades", "beta=0")].diff == pytest.approx(-35)
+    assert by[("very high beta slightly worse", "beta=100")].diff == pytest.approx(-2)
+    assert {r.comparison.split(" ")[0] for r in f.itertuples() if r.finding == "H insensitive"} == {
+        "horizon=12", "horizon=48"}
+    assert {r.comparison.split(" ")[0] for r in f.itertuples() if r.finding == "K insensitive"} == {
+        "diffusion_steps=10", "diffusion_steps=50"}
+    assert (f["verdict"] == "agrees").all() and (f["n_seeds"] == 3).all()
+
+
+def test_figure5_findings_contradicted_when_l1_is_better(tmp_path):
+    def l1_better(t, variant, e):
+        return 50.0 + t.config.seed + (20.0 if t.axis == "latent_step" and float(t.value) == 1 else 0.0)
+    write_suite_results(tmp_path, "figure5", "small", score=l1_better)
+    f = A.figure5_findings(A.load_results(tmp_path, "figure5"), reps=300)
+    row = f[f["finding"] == "L = 1 degrades a lot"].iloc[0]
+    assert row["diff"] == pytest.approx(20) and row["verdict"] == "contradicts"
+
+
+def test_figure3_findings_per_family_and_the_horizon_gap(tmp_path):
+    gap = {"pointmaze-umaze": 40.0, "pointmaze-medium": 40.0, "halfcheetah-medium-replay": 10.0}
+    order = {"latent actions": 0.0, "skill space": -0.5, "raw action space": -1.0, "return as energy": -0.3,
+             "E-MSE": -0.4, "MSE": -0.6}
+
+    def score(t, variant, e):
+        c = t.config
+        name = c.dataset.split(":")[-1]
+        sel = A.selection_label({"modeling": c.modeling, "energy.target": c.energy.target,
+                                 "energy.loss": c.energy.loss})
+        return 50.0 + 3 * c.seed + e + gap[name] * order[sel]
+
+    write_suite_results(tmp_path, figure3_with_two_maze_tasks(tmp_path), "small", score=score)
+    f = A.figure3_findings(A.load_results(tmp_path, "figure3"), reps=300)
+    loco = f[f["panel"] == "locomotion"].set_index("finding")
+    assert loco.loc["latent > raw", "diff"] == pytest.approx(10.0)
+    assert loco.loc["skill > raw", "diff"] == pytest.approx(5.0)
+    assert f.set_index("finding").loc["latent-raw gap widest on the long-horizon family", "diff"] == pytest.approx(30.0)
+    assert set(f["panel"]) == {"locomotion", "maze", "maze vs locomotion"}
+    assert (f["verdict"] == "agrees").all()

@@ -14,7 +14,7 @@ import pytest
 
 from ld.analysis import SELECTIONS
 from ld.results import write_parquet
-from results_fixtures import rng_scores, write_suite_results
+from results_fixtures import figure3_with_two_maze_tasks, rng_scores, write_suite_results
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LD_BOOTSTRAP_REPS": "1000"}
 
@@ -54,9 +54,10 @@ def fig5_report(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fig3_report(tmp_path_factory):
     storage = tmp_path_factory.mktemp("storage3")
-    suite, trials, folder = write_suite_results(storage, "figure3", "small", score=rng_scores(3))
+    suite_file = figure3_with_two_maze_tasks(storage)  # a suite given as a file, not a name
+    suite, trials, folder = write_suite_results(storage, suite_file, "small", score=rng_scores(3))
     out = tmp_path_factory.mktemp("report3") / "figure3"
-    p = ld_report("figure3", "--results", folder, "--out", out)  # the results/<suite>/ folder itself
+    p = ld_report(suite_file, "--results", folder, "--out", out)  # the results/<suite>/ folder itself
     assert p.returncode == 0, p.stdout + p.stderr
     return suite, storage, out, p
 
