@@ -53,7 +53,7 @@ def head(tmp_path_factory):
         time.sleep(2)
     else:
         pytest.fail("the Ray head's job server did not come up:\n" + (base / "head.log").read_text()[-3000:])
-    yield address, client
+    yield address, client, f"127.0.0.1:{port}"
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
@@ -66,7 +66,7 @@ def head(tmp_path_factory):
 
 
 def test_job_submit_runs_the_smoke_sweep(head, tmp_path):
-    address, client = head
+    address, client, _ = head
     maze = tmp_path / "umaze.hdf5"
     p = subprocess.run([sys.executable, "-m", "ld.cli", "data", "make", "pointmaze-umaze", "--episodes", "6",
                         "--out", str(maze)], capture_output=True, text=True, env=client, timeout=300)
@@ -84,3 +84,17 @@ def test_job_submit_runs_the_smoke_sweep(head, tmp_path):
     files = list((storage / "results" / "smoke").glob("trial=*.parquet"))
     assert len(files) == 4
     assert sum(len(pd.read_parquet(f)) for f in files) == 16
+
+
+def test_sweep_against_the_cluster_without_the_auth_token_is_one_clear_error(head, tmp_path):
+    """The mistake every first cluster run makes: the client forgot RAY_AUTH_MODE=token. One message naming
+    the cause and the fix, exit 2, and nothing written to the storage."""
+    _, client, gcs = head
+    env = {k: v for k, v in client.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    storage = tmp_path / "store"
+    p = subprocess.run([sys.executable, "-m", "ld.cli", "sweep", str(ROOT / "sweeps" / "smoke.yaml"), "--address",
+                        gcs, "--storage", str(storage)], capture_output=True, text=True, env=env, timeout=180)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert f"cannot connect to the Ray cluster at {gcs}" in p.stderr and "RAY_AUTH_MODE=token" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not storage.exists()

@@ -176,7 +176,20 @@ def _init_ray(address: Optional[str], num_cpus: Optional[int]) -> bool:
     env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")}
     if address or os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"):
         # Inside `ray job submit` (or against a running cluster): address auto, the cluster's own CPUs.
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+        try:
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+        except ConnectionError as e:
+            from ld.config import ConfigError
+
+            where = address or os.environ.get("RAY_ADDRESS") or "auto"
+            auth = os.environ.get("RAY_AUTH_MODE", "")
+            raise ConfigError(
+                f"cannot connect to the Ray cluster at {where} ({e}). Check the address with `ray status` on the "
+                "head; a cluster started by `ray start` enables token auth, so the client needs RAY_AUTH_MODE=token"
+                + (f" (it is {auth!r} here)" if auth else " (unset here)")
+                + " and, off the head node, RAY_AUTH_TOKEN_PATH set to a copy of the head's ~/.ray/auth_token "
+                "(or start the cluster with RAY_AUTH_MODE=disabled); without --address ld sweep starts a local "
+                "instance of its own") from None
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                  runtime_env={"env_vars": env}, log_to_driver=False)
