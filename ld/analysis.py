@@ -524,18 +524,25 @@ def _bars(ax, t: pd.DataFrame, colors: list, edge: list | None = None):
     return x
 
 
-def plot_figure5(table: pd.DataFrame, title: Optional[str] = None):
-    """Four panels of bars (L, H, beta, K), the shared default bar highlighted."""
+def _panel_grid(table: pd.DataFrame, width: float, height: float):
+    """One row of panels sharing the y axis, one per `panel` of the table in its order: (fig, axes, [(panel,
+    rows)])."""
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
     _style()
+    panels = [(p, table[table["panel"] == p]) for p in dict.fromkeys(table["panel"])]
+    n = max(len(panels), 1)
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), sharey=True, squeeze=False)
+    return fig, axes, panels
+
+
+def plot_figure5(table: pd.DataFrame, title: Optional[str] = None):
+    """Four panels of bars (L, H, beta, K), the shared default bar highlighted."""
+    from matplotlib.patches import Patch
+
     colors = palette()
-    panels = list(dict.fromkeys(table["panel"]))
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.1 * max(len(panels), 1), 3.6), sharey=True,
-                             squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-        t = table[table["panel"] == panel]
+    fig, axes, panels = _panel_grid(table, width=3.1, height=3.6)
+    for ax, (panel, t) in zip(axes[0], panels):
         cols = [colors["_default"] if d else colors["_bar"] for d in t["is_default"]]
         _bars(ax, t, cols)
         ax.set_xticklabels(t["setting"])
@@ -556,15 +563,9 @@ def plot_figure5(table: pd.DataFrame, title: Optional[str] = None):
 
 def plot_figure3(table: pd.DataFrame, title: Optional[str] = None):
     """One panel per task family, one bar per modeling selection (colors shared across panels)."""
-    import matplotlib.pyplot as plt
-
-    _style()
     colors = palette()
-    panels = list(dict.fromkeys(table["panel"]))
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.4 * max(len(panels), 1), 3.9), sharey=True,
-                             squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-        t = table[table["panel"] == panel]
+    fig, axes, panels = _panel_grid(table, width=4.4, height=3.9)
+    for ax, (panel, t) in zip(axes[0], panels):
         _bars(ax, t, [colors.get(s, "0.5") for s in t["setting"]])
         ax.set_xticklabels([SHORT_LABELS.get(s, s) for s in t["setting"]], fontsize=9)
         agg = t["aggregate"].iloc[0]
