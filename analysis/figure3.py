@@ -61,9 +61,12 @@ table.drop(columns=["panel_title"]).round(2)
 # ## The paper's findings, checked
 #
 # Each finding of the paper as a difference of per-seed scores (per family: the method - the alternative), paired by
-# seed, with a 95% percentile bootstrap CI over seeds. The verdict reads the CI: `agrees` only when it excludes
-# 0 on the paper's side (for "insensitive": when it holds 0), `contradicts` when it excludes 0 on the other
-# side, else `inconclusive`.
+# seed, with a 95% percentile bootstrap CI over seeds, and a practical margin (10% of the reference score, at
+# least 1 normalized point). The verdict reads the CI, not the point: `agrees` when it excludes 0 on the
+# paper's side (for "insensitive": when it lies inside +-margin), `no difference` when it lies inside the
+# margin although the paper reports an effect, `contradicts` when it is on the other side (beyond the
+# margin for "insensitive"), else `inconclusive`. With 2-3 seeds the CI is about the range of the per-seed
+# differences: read it with `n_seeds`.
 
 # %%
 findings = A.figure3_findings(df, reps=REPS)

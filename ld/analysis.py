@@ -353,31 +353,46 @@ def _order_fig3(t: pd.DataFrame, first: list[str]) -> pd.DataFrame:
 # Each finding is a comparison of two settings' per-seed scores: the difference (setting - reference) is
 # paired by seed (the same seed trains the same data order and evaluates the same episode seeds), with a
 # percentile bootstrap CI over seeds. A verdict is read off the CI, not the point estimate, so 3 seeds of
-# noisy RL scores give "inconclusive" rather than a false "agrees".
+# noisy RL scores give "inconclusive" rather than a false "agrees"; and a difference inside a practical
+# margin (10% of the reference score, at least 1 point) is "no difference", not a contradiction. With 2-3
+# seeds a percentile bootstrap CI is little more than the range of the per-seed differences: read the
+# verdicts with `n_seeds`.
 
-FINDING_COLUMNS = ("figure", "finding", "panel", "comparison", "expect", "diff", "ci_low", "ci_high",
+FINDING_COLUMNS = ("figure", "finding", "panel", "comparison", "expect", "diff", "ci_low", "ci_high", "margin",
                    "n_seeds", "verdict")
 EXPECTATIONS = ("lower", "higher", "same", "not higher")
+VERDICTS = ("agrees", "no difference", "contradicts", "inconclusive", "missing")
+MARGIN_FRACTION, MARGIN_FLOOR = 0.10, 1.0  # practical equivalence: 10% of the reference score, >= 1 point
 
 
-def verdict(expect: str, lo: float, hi: float) -> str:
-    """agrees | contradicts | inconclusive for an expected sign of a difference with CI [lo, hi].
+def practical_margin(reference: float) -> float:
+    """The difference (normalized points) below which two settings count as equal: 10% of the reference
+    setting's score, at least 1 point -- what "insensitive" and "slightly" mean in a bar chart."""
+    ref = abs(float(reference)) if np.isfinite(reference) else 0.0
+    return max(MARGIN_FRACTION * ref, MARGIN_FLOOR)
 
-    lower/higher: the CI must exclude 0 on the expected side to agree (on the other side: contradicts);
-    same: agrees while the CI holds 0; not higher (the paper's "slightly worse"): contradicts only when the
-    CI is entirely above 0."""
+
+def verdict(expect: str, lo: float, hi: float, margin: float = 0.0) -> str:
+    """agrees | no difference | contradicts | inconclusive, for an expected sign of a difference whose 95%
+    CI is [lo, hi], with a practical-equivalence margin.
+
+    lower / higher: agrees when the CI excludes 0 on the expected side; no difference when it lies inside
+    +-margin; contradicts when it excludes 0 on the other side (and is not inside +-margin).
+    same ("insensitive"): agrees inside +-margin, contradicts entirely outside it.
+    not higher ("very high beta slightly worse"): agrees when the CI is below 0, no difference inside
+    +-margin, contradicts when it is entirely above +margin."""
     if expect not in EXPECTATIONS:
         raise ValueError(f"expect must be one of {EXPECTATIONS}, got {expect!r}")
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return "inconclusive"  # one seed: nothing to resample
+    inside = -margin <= lo and hi <= margin
     if expect == "same":
-        return "agrees" if lo <= 0 <= hi else "contradicts"
+        return "agrees" if inside else "contradicts" if (lo > margin or hi < -margin) else "inconclusive"
     if expect == "not higher":
-        return "contradicts" if lo > 0 else "agrees"
-    below, above = hi < 0, lo > 0
-    if expect == "lower":
-        return "agrees" if below else "contradicts" if above else "inconclusive"
-    return "agrees" if above else "contradicts" if below else "inconclusive"
+        return ("agrees" if hi < 0 else "no difference" if inside else "contradicts" if lo > margin
+                else "inconclusive")
+    right, wrong = (hi < 0, lo > 0) if expect == "lower" else (lo > 0, hi < 0)
+    return "agrees" if right else "no difference" if inside else "contradicts" if wrong else "inconclusive"
 
 
 def paired_diff(a: pd.Series, b: pd.Series, reps: int = 10000, seed: int = 0) -> tuple[float, float, float, int]:
@@ -391,11 +406,12 @@ def paired_diff(a: pd.Series, b: pd.Series, reps: int = 10000, seed: int = 0) ->
 
 
 def _finding(figure: str, finding: str, panel: str, comparison: str, expect: str,
-             stats: tuple[float, float, float, int]) -> dict[str, Any]:
+             stats: tuple[float, float, float, int], reference: float) -> dict[str, Any]:
     m, lo, hi, n = stats
+    margin = practical_margin(reference)
     return {"figure": figure, "finding": finding, "panel": panel, "comparison": comparison, "expect": expect,
-            "diff": m, "ci_low": lo, "ci_high": hi, "n_seeds": n,
-            "verdict": verdict(expect, lo, hi) if n else "missing"}
+            "diff": m, "ci_low": lo, "ci_high": hi, "margin": margin, "n_seeds": n,
+            "verdict": verdict(expect, lo, hi, margin) if n else "missing"}
 
 
 def figure5_findings(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.DataFrame:
@@ -418,7 +434,7 @@ def figure5_findings(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.D
 
     def cmp(finding: str, axis: str, value: float, expect: str, s: pd.Series) -> None:
         out.append(_finding("figure5", finding, axis, f"{axis}={_fmt(value)} - default ({axis}={_fmt(base[axis])})",
-                            expect, paired_diff(s, default, reps, seed)))
+                            expect, paired_diff(s, default, reps, seed), reference=float(default.mean())))
 
     L = scores("latent_step")
     if 1.0 in L:
@@ -458,7 +474,8 @@ def figure3_findings(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.D
         for finding, a, b in pairs:
             if a in have and b in have:
                 out.append(_finding("figure3", finding, fam, f"{a} - {b}", "higher",
-                                    paired_diff(sel.loc[a], sel.loc[b], reps, seed)))
+                                    paired_diff(sel.loc[a], sel.loc[b], reps, seed),
+                                    reference=float(sel.loc[a].mean())))
         if {"latent actions", "raw action space"} <= have:
             d = (sel.loc["latent actions"] - sel.loc["raw action space"]).dropna()
             gaps[fam] = d.to_numpy(float)
@@ -474,7 +491,7 @@ def figure3_findings(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.D
             lo = hi = float("nan")
         out.append(_finding("figure3", "latent-raw gap widest on the long-horizon family", "maze vs locomotion",
                             "(latent - raw) in maze - (latent - raw) in locomotion", "higher",
-                            (diff, lo, hi, min(len(g_m), len(g_l)))))
+                            (diff, lo, hi, min(len(g_m), len(g_l))), reference=float(g_l.mean())))
     return pd.DataFrame(out, columns=list(FINDING_COLUMNS))
 
 

@@ -184,15 +184,26 @@ def test_load_results_errors_are_one_clear_message(tmp_path, fig5):
 # the paper's findings
 
 
-@pytest.mark.parametrize("expect,lo,hi,verdict", [
-    ("lower", -5, -1, "agrees"), ("lower", -5, 2, "inconclusive"), ("lower", 1, 4, "contradicts"),
-    ("higher", 1, 4, "agrees"), ("higher", -4, -1, "contradicts"), ("higher", -1, 1, "inconclusive"),
-    ("same", -1, 1, "agrees"), ("same", 0.5, 2, "contradicts"),
-    ("not higher", -3, 1, "agrees"), ("not higher", 0.5, 1, "contradicts"),
-    ("lower", float("nan"), float("nan"), "inconclusive"),
+@pytest.mark.parametrize("expect,lo,hi,margin,verdict", [
+    ("lower", -5, -1, 0, "agrees"), ("lower", -5, 2, 0, "inconclusive"), ("lower", 1, 4, 0, "contradicts"),
+    ("higher", 1, 4, 0, "agrees"), ("higher", -4, -1, 0, "contradicts"), ("higher", -1, 1, 0, "inconclusive"),
+    ("same", -1, 1, 0, "inconclusive"), ("same", -1, 1, 2, "agrees"), ("same", 2.5, 4, 2, "contradicts"),
+    ("same", 1, 3, 2, "inconclusive"),
+    ("not higher", -3, -1, 2, "agrees"), ("not higher", 0.2, 0.5, 2, "no difference"),
+    ("not higher", 3, 5, 2, "contradicts"), ("not higher", 1, 5, 2, "inconclusive"),
+    # the paper's direction reversed, but by less than the margin: no practical difference, not a contradiction
+    ("higher", -0.5, -0.2, 1, "no difference"), ("higher", -3, -2, 1, "contradicts"),
+    ("lower", -5, -1, 2, "agrees"),  # a clear effect agrees even when part of it is inside the margin
+    ("lower", float("nan"), float("nan"), 1, "inconclusive"),
 ])
-def test_verdict_reads_the_ci_not_the_point(expect, lo, hi, verdict):
-    assert A.verdict(expect, lo, hi) == verdict
+def test_verdict_reads_the_ci_and_the_margin_not_the_point(expect, lo, hi, margin, verdict):
+    assert A.verdict(expect, lo, hi, margin) == verdict
+
+
+def test_practical_margin_is_ten_percent_with_a_one_point_floor():
+    assert A.practical_margin(40.0) == pytest.approx(4.0)
+    assert A.practical_margin(-40.0) == pytest.approx(4.0)
+    assert A.practical_margin(5.0) == 1.0 and A.practical_margin(float("nan")) == 1.0
 
 
 def test_paired_diff_pairs_by_seed_and_ignores_unpaired_seeds():
