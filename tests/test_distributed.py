@@ -215,3 +215,49 @@ def test_interrupted_driver_then_resume(ray_local, maze_file, tmp_path):
     after = manifests(storage)
     assert all(after[k] == v for k, v in before.items())  # finished stages were not retrained
     assert stage_counts(storage) == {"vae": 1, "prior": 1, "support": 1, "energy": 4}
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_each_sample_on_every_seed_and_reports_the_best(ray_local, maze_file, tmp_path):
+    """sweeps/search_guidance.yaml's shape with 3 samples x 2 seeds: Optuna samples (w, beta) in range, each
+    sample runs on both seeds (a result file per seed, same point), the searcher gets the seed mean, and the
+    summary's best is the best seed mean in the Parquet."""
+    import json
+
+    import yaml
+
+    from ld.distributed import read_results, read_status, run_sweep
+
+    body = yaml.safe_load((ROOT / "sweeps" / "search_guidance.yaml").read_text())
+    body["name"] = "search"
+    body["base"]["dataset"] = str(maze_file)
+    body["scales"]["smoke"] = {"preset": "smoke", "seeds": [0, 1], "set": {
+        "vae": {"steps": 60}, "prior": {"steps": 60}, "energy": {"steps": 40},
+        "eval": {"episodes": 2, "max_steps": 16, "replan_every": 4}}}
+    body["search"]["samples"] = 3
+    suite = tmp_path / "search.yaml"
+    suite.write_text(yaml.safe_dump(body))
+    storage = tmp_path / "store"
+    s = run_sweep(suite, storage=storage, scale="smoke", checkpoint_every=1000)
+    assert (s.trials, s.ok, s.failed) == (6, 6, 0), s.render()
+    df = read_results(storage, "search")
+    guided = df[df["variant"] == "latentdiffuser"]
+    points = guided.groupby("sweep.value")
+    assert points.ngroups == 3
+    for value, g in points:
+        assert sorted(g["seed"].unique()) == [0, 1], value
+        assert g["guidance_scale"].nunique() == 1 and g["beta"].nunique() == 1
+        assert 1.0 <= g["guidance_scale"].iloc[0] <= 2.0 and 0.3 <= g["beta"].iloc[0] <= 30.0
+    seed_mean = guided.groupby(["sweep.value", "seed"])["normalized_score"].mean().groupby("sweep.value").mean()
+    assert s.best is not None and s.best["seeds"] == 2 and s.best["samples"] == 3
+    assert s.best["value"] == pytest.approx(seed_mean.max(), abs=1e-6)
+    best_point = ",".join(f"{k}={v:.4g}" for k, v in sorted(s.best["params"].items()))
+    assert seed_mean[best_point] == pytest.approx(seed_mean.max(), abs=1e-6)  # (tiny models may tie)
+    assert "best of 3 samples" in s.render()
+    assert json.loads((storage / "results" / "search" / "_best.json").read_text())["value"] == pytest.approx(
+        s.best["value"])
+    assert set(read_status(storage, "search")["status"]) == {"ok"}
+    # the VAE and the prior do not read w or beta: one of each per seed; the support set is drawn with the
+    # sample's w and the energy model trained with its beta: one per sample x seed
+    counts = stage_counts(storage)
+    assert (counts["vae"], counts["prior"], counts["support"], counts["energy"]) == (2, 2, 6, 6)

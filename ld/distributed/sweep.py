@@ -17,6 +17,7 @@ Storage layout (`--storage`, a path every node sees: local disk, NFS or EFS):
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -46,21 +47,24 @@ class SweepSpec:
     train_max_failures: int = 2
     run_id: str = ""  # this invocation of the sweep (status rows say which run wrote them)
 
-    def task(self, params: dict[str, Any]) -> TrialTask:
+    def tasks(self, params: dict[str, Any]) -> list[TrialTask]:
+        """What one Tune trial runs: a grid trial is one config x one seed; a search sample is the sampled
+        point on every seed of the scale (one result file per seed), so the searcher sees a seed mean."""
         from ld.config import Config, _deep_merge
         from ld.suite import _override
 
         if self.search is None:
             t = self.trials[int(params["trial_index"])]
-            cfg, axis, value = t["config"], t["axis"], t["value"]
+            points = [(t["config"], t["axis"], t["value"])]
         else:
             over: dict[str, Any] = {}
             for k, v in sorted(params.items()):
                 over = _deep_merge(over, _override(k, v))
-            cfg = Config.model_validate(_deep_merge(self.trials[0]["config"], over)).model_dump()
-            axis, value = "search", ",".join(f"{k}={_fmt(v)}" for k, v in sorted(params.items()))
-        return TrialTask(config=cfg, suite=self.suite, storage=self.storage, axis=axis, value=value,
-                         checkpoint_every=self.checkpoint_every, kill_at=self.kill_at)
+            value = ",".join(f"{k}={_fmt(v)}" for k, v in sorted(params.items()))
+            points = [(Config.model_validate(_deep_merge(t["config"], over)).model_dump(), "search", value)
+                      for t in self.trials]  # the base point once per seed
+        return [TrialTask(config=cfg, suite=self.suite, storage=self.storage, axis=axis, value=value,
+                          checkpoint_every=self.checkpoint_every, kill_at=self.kill_at) for cfg, axis, value in points]
 
 
 def _fmt(v: Any) -> str:
@@ -72,16 +76,30 @@ def _fmt(v: Any) -> str:
 
 
 def sweep_trial(params: dict[str, Any], spec: SweepSpec) -> None:
-    import ray
     from ray import tune
 
-    task = spec.task(params)
+    reports = [_run_task(task, spec) for task in spec.tasks(params)]
+    if len(reports) == 1:
+        tune.report(reports[0])
+        return
+    # a search sample on several seeds: the searcher optimizes the mean over seeds; per-seed scores kept
+    keys = set.intersection(*(set(r) for r in reports)) - {"trial_id", "seed"}
+    out: dict[str, Any] = {k: float(sum(float(r[k]) for r in reports) / len(reports)) for k in sorted(keys)}
+    for r in reports:
+        out[f"normalized_score_seed{r['seed']}"] = r.get("normalized_score", float("nan"))
+    out.update(seeds=float(len(reports)), trial_id=",".join(str(r["trial_id"]) for r in reports))
+    tune.report(out)
+
+
+def _run_task(task: TrialTask, spec: SweepSpec) -> dict[str, Any]:
+    """Run (or, on --resume, keep) one config x seed; write its status row; return its Tune metrics."""
+    import ray
+
     tid, seed = task.trial_id, task.seed
     base = {"trial_id": tid, "seed": seed}
     if spec.resume and task.result_file.is_file() and task.summary_file.is_file():
         s = TrialSummary.load(task.summary_file)  # finished by an earlier run of this sweep: keep its rows
-        tune.report({**s.metrics, **base, "skipped": 1.0})
-        return
+        return {**s.metrics, **base, "skipped": 1.0}
     node = ray.get_runtime_context().get_node_id()
     t0 = time.perf_counter()
     try:
@@ -111,7 +129,7 @@ def sweep_trial(params: dict[str, Any], spec: SweepSpec) -> None:
                       extra={"run_id": spec.run_id, "node_id": summary.node_id or node, "trained": ",".join(trained),
                              "reused": ",".join(reused), "resumed_from": ",".join(resumed),
                              "world_size": summary.world_size, **timing})
-    tune.report({**summary.metrics, **base, **timing, "stages_trained": float(len(trained)), "skipped": 0.0})
+    return {**summary.metrics, **base, **timing, "stages_trained": float(len(trained)), "skipped": 0.0}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -136,6 +154,7 @@ class SweepSummary:
     trial_overhead_s: list[float] = field(default_factory=list)  # wall - time inside training loops
     errors: list[str] = field(default_factory=list)
     restored: bool = False  # Tune state was restored (Tuner.restore) rather than started fresh
+    best: Optional[dict[str, Any]] = None  # a search: {"params", "metric", "value", "seeds", "samples"}
 
     def render(self) -> str:
         mean = (lambda xs: sum(xs) / len(xs) if xs else float("nan"))
@@ -149,6 +168,11 @@ class SweepSummary:
             f"{mean(self.trial_overhead_s):.1f} s (mean)",
         ]
         lines += [f"  failed: {e}" for e in self.errors[:10]]
+        if self.best:
+            b = self.best
+            point = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(b["params"].items()))
+            lines.append(f"best of {b['samples']} samples: {point} -> {b['metric']} {b['value']:.2f} "
+                         f"(mean over {b['seeds']} seed{'s' if b['seeds'] != 1 else ''})")
         lines.append(f"results: {self.results}")
         return "\n".join(lines)
 
@@ -262,6 +286,7 @@ def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, 
         grid = tuner.fit()
         errors = [f"{r.path}: {str(r.error).splitlines()[0] if str(r.error) else type(r.error).__name__}"
                   for r in grid if r.error is not None]
+        best = _best(grid, search, seeds=len(trials)) if search is not None else None
     finally:
         if started:
             import ray
@@ -270,7 +295,25 @@ def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, 
     new = _manifests(Path(storage) / "artifacts") - before
     summary = _summarize(spec, time.perf_counter() - t0, errors, len(new))
     summary.restored = restored
+    summary.best = best
+    if best is not None:  # the answer of a search, next to its results (atomic, like every result file)
+        path = Path(summary.results) / "_best.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(best, indent=2, default=str))
+        os.replace(tmp, path)
     return summary
+
+
+def _best(grid, search: dict[str, Any], seeds: int) -> Optional[dict[str, Any]]:
+    """The best sample of a search by its reported metric (a mean over the scale's seeds)."""
+    metric, mode = search["metric"], search.get("mode", "max")
+    done = [r for r in grid if r.error is None and r.metrics and metric in r.metrics]
+    if not done:
+        return None
+    r = grid.get_best_result(metric=metric, mode=mode, filter_nan_and_inf=True)
+    return {"params": dict(r.config), "metric": metric, "value": float(r.metrics[metric]), "seeds": seeds,
+            "samples": len(done)}
 
 
 def _manifests(root: Path) -> set[str]:
