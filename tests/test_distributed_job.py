@@ -75,10 +75,14 @@ def test_job_submit_runs_the_smoke_sweep(head, tmp_path):
     (work / "sweeps").mkdir(parents=True)
     shutil.copy(ROOT / "sweeps" / "smoke.yaml", work / "sweeps" / "smoke.yaml")
     storage = tmp_path / "store"
-    p = subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir", str(work), "--",
-                        sys.executable, "-m", "ld.cli", "sweep", "sweeps/smoke.yaml", "--storage", str(storage),
-                        "--set", f"dataset={maze}", "--checkpoint-every", "20"],
-                       capture_output=True, text=True, env=client, timeout=600)
+    for _ in range(12):  # the job server answers `ray job list` before its agent takes jobs (slow under load)
+        p = subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir", str(work), "--",
+                            sys.executable, "-m", "ld.cli", "sweep", "sweeps/smoke.yaml", "--storage", str(storage),
+                            "--set", f"dataset={maze}", "--checkpoint-every", "20"],
+                           capture_output=True, text=True, env=client, timeout=600)
+        if p.returncode == 0 or "No available agent to submit job" not in p.stdout + p.stderr:
+            break
+        time.sleep(5)
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     assert "4 trials, 4 ok" in p.stdout and "succeeded" in p.stdout, p.stdout[-3000:]
     files = list((storage / "results" / "smoke").glob("trial=*.parquet"))
