@@ -95,6 +95,10 @@ def _summary_table(res, cfg) -> str:
                  f"{behavior:>13.1f}")
     if info.ref_min_score is not None:
         lines.append(f"{'random':<16}{'':>9}{info.ref_min_score:>10.2f}{0.0:>13.1f}")
+    if "capped" in df and df["capped"].any():
+        lines.append(f"episodes capped at {int(df['episode_limit'].iloc[0])} of {info.max_episode_steps} steps: "
+                     "scores use references prorated to that length; behavior data is full-episode")
+    lines += _diagnostics(res)
     lines.append("")
     lines.append("stage           key               cached   wall s")
     for r in res.records:
@@ -102,6 +106,23 @@ def _summary_table(res, cfg) -> str:
     for k, v in res.timings.items():
         lines.append(f"{k:<34}{'':<9}{v:>6.1f}")
     return "\n".join(lines)
+
+
+def _diagnostics(res) -> list[str]:
+    """One line per trained model whose health a reader should see before trusting the scores."""
+    out = []
+    for name, art in res.artifacts.items():
+        m = art.manifest.get("metrics", {})
+        if "target_ess_mean" in m:
+            line = (f"energy target ESS: mean {m['target_ess_mean']:.2f}, p10 {m['target_ess_p10']:.2f} of M = "
+                    f"{m.get('support_size', '?')} (1 = uniform: nothing to learn; 1/M = one-hot)")
+            if m.get("nonfinite_step") is not None:
+                line += f"; {name} loss stopped being finite at step {m['nonfinite_step']}"
+            out.append(line)
+        if name == "bc" and "converged" in m:
+            out.append(f"bc: final loss {m['final_loss']:.4f} after {m['steps']} steps, "
+                       f"{'converged' if m['converged'] else 'NOT converged (raise bc.steps)'}")
+    return out
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -45,6 +45,10 @@ class VAEConfig(_Strict):
     kl_weight: float = Field(1e-6, ge=0, description="KL to N(0, I); the paper uses ~1e-6")
     id_hidden: int = Field(512, gt=0, description="inverse-dynamics MLP width (paper: 2 x 512)")
     id_layers: int = Field(2, gt=0)
+    id_batch_size: Optional[int] = Field(
+        None, gt=0, description="batch of a separate inverse-dynamics loop (paper: 32); null = trained jointly "
+        "with the VAE on its batches and steps")
+    id_steps: Optional[int] = Field(None, gt=0, description="steps of that separate loop (paper: 2e6)")
     value_hidden: int = Field(1024, gt=0, description="reward/return decoder width (paper: 3 x 1024)")
     value_layers: int = Field(3, gt=0)
     lr: float = Field(2e-4, gt=0)
@@ -55,6 +59,9 @@ class VAEConfig(_Strict):
     def _heads_divide(self) -> "VAEConfig":
         if self.embed_dim % self.n_heads:
             raise ValueError(f"vae.n_heads ({self.n_heads}) must divide vae.embed_dim ({self.embed_dim})")
+        if (self.id_batch_size is None) != (self.id_steps is None):
+            raise ValueError("vae.id_batch_size and vae.id_steps go together: set both (a separate inverse-"
+                             "dynamics loop) or neither (trained jointly with the VAE)")
         return self
 
 
@@ -75,7 +82,8 @@ class EnergyConfig(_Strict):
     """Intermediate energy f_eta(z_k, s_1, k) and how it is trained."""
 
     target: Literal["q_sum", "return"] = Field(
-        "q_sum", description="q_sum: E = -sum_t Q(s_t, a_t) (the paper); return: E = -sum_t r_t (Diffuser)"
+        "q_sum", description="q_sum: E = -sum_t Q(s_t, a_t) over the window (the paper); return: E = -G_1, the "
+        "discounted reward-to-go from the window's start to the episode's end (Diffuser's value)"
     )
     loss: Literal["contrastive", "emse", "mse"] = Field(
         "contrastive", description="contrastive (eq. 8, exact); emse and mse are the inexact baselines"
@@ -86,6 +94,18 @@ class EnergyConfig(_Strict):
     batch_size: int = Field(256, gt=0, description="initial states per step; each carries support_size latents")
     steps: int = Field(20000, gt=0)
     scale: float = Field(1.0, ge=0, description="energy-guidance scale on grad f_eta at sampling time")
+
+
+class BCConfig(_Strict):
+    """The behavior-cloning baseline: CORL's BC (an MLP s -> a, 2 x 256 ReLU, Adam 3e-4, batch 256, MSE on
+    standardized actions), trained until its loss has converged (`steps` is sized for that per preset; the
+    manifest records the loss curve and whether the last 20% of training still improved it by > 2%)."""
+
+    hidden: int = Field(256, gt=0, description="MLP width (CORL: 256)")
+    layers: int = Field(2, gt=0, description="hidden layers (CORL: 2)")
+    lr: float = Field(3e-4, gt=0)
+    batch_size: int = Field(256, gt=0)
+    steps: int = Field(100000, gt=0, description="gradient steps (CORL: 1e6 on D4RL's 1-2M transitions)")
 
 
 class SamplerConfig(_Strict):
@@ -107,7 +127,8 @@ class EvalConfig(_Strict):
     episodes: int = Field(10, gt=0, description="episodes per trial, run batched in one vector env")
     max_steps: Optional[int] = Field(None, gt=0, description="cap on episode length; None = the env's own")
     replan_every: int = Field(1, gt=0, description="receding-horizon replanning interval in env steps")
-    bc_baseline: bool = Field(False, description="also evaluate a behavior-cloning policy on the same data")
+    bc_baseline: bool = Field(True, description="also train and evaluate a behavior-cloning policy (`bc`) on the "
+                              "same data, so every score has an imitation baseline beside it")
 
 
 class TrainConfig(_Strict):
@@ -138,10 +159,13 @@ class Config(_Strict):
     temperature: float = Field(0.5, ge=0, le=1, description="alpha, low-temperature sampling (paper: 0.5)")
     support_size: int = Field(16, gt=1, description="M support latents per initial state (paper: 16 / 32)")
     gamma: float = Field(0.99, gt=0, le=1, description="discount of the reward-to-go G_t")
-    max_support_states: int = Field(2000, gt=0, description="cap on dataset states used for support latents")
+    max_support_states: Optional[int] = Field(
+        2000, gt=0, description="cap on the dataset states s_1 that get support latents (a random subset); null = "
+        "every state, as the paper does")
     vae: VAEConfig = Field(default_factory=VAEConfig)
     prior: PriorConfig = Field(default_factory=PriorConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    bc: BCConfig = Field(default_factory=BCConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

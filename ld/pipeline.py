@@ -75,9 +75,23 @@ def setup_torch(cfg: Config) -> torch.device:
     return device
 
 
+# Training diagnostics copied from a stage's manifest into every row of the trial (NaN when absent):
+# the contrastive target's effective sample size (fraction of M) and the step at which E-MSE stopped being
+# finite, so a degenerate or diverged energy is visible in the results table itself.
+DIAGNOSTICS = {
+    "energy": ("target_ess_mean", "target_ess_p10", "nonfinite_step", "final_loss"),
+    "raw_energy": ("target_ess_mean", "target_ess_p10", "nonfinite_step", "final_loss"),
+    "bc": ("final_loss", "converged"),
+}
+
+
 def stage_columns(records: list[StageRecord], artifacts: dict[str, Artifact]) -> dict[str, object]:
     cols: dict[str, object] = {}
     for r in records:
+        metrics = artifacts[r.stage].manifest.get("metrics", {})
+        for name in DIAGNOSTICS.get(r.stage, ()):
+            value = metrics.get(name)
+            cols[f"stage.{r.stage}.{name}"] = float("nan") if value is None else float(value)
         cols[f"stage.{r.stage}.key"] = r.key
         cols[f"stage.{r.stage}.cached"] = r.reused
         cols[f"stage.{r.stage}.wall_s"] = float(r.wall_time_s)

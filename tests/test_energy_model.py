@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,10 +12,12 @@ from ld.models.energy import (
     ENERGY_LOSSES,
     EnergyMLP,
     contrastive_loss,
+    effective_sample_size,
     emse_loss,
     energy_grad,
     mse_loss,
 )
+from ld.stages.codec import trajectory_energy
 
 torch.set_num_threads(1)
 
@@ -65,13 +68,63 @@ def test_emse_and_mse_optima_and_sign_convention():
     # MSE regresses f on -beta E
     assert mse_loss(-beta * energy, energy, beta).item() == pytest.approx(0.0, abs=1e-12)
     assert mse_loss(beta * energy, energy, beta) > 0.1
-    # E-MSE: exp(f) matches exp(-beta E) up to the per-s_1 shift by max_i(-beta E_i)
+    # E-MSE's optimum is exp(f) = exp(-beta E) exactly: no per-state shift (the paper's formula)
+    assert emse_loss(-beta * energy, energy, beta).item() == pytest.approx(0.0, abs=1e-6)
     shift = (-beta * energy).amax(-1, keepdim=True)
-    assert emse_loss(-beta * energy - shift, energy, beta).item() == pytest.approx(0.0, abs=1e-12)
-    assert emse_loss(beta * energy - (beta * energy).amax(-1, keepdim=True), energy, beta) > 1e-3
-    # large energies do not overflow the target
-    assert torch.isfinite(emse_loss(torch.zeros(2, 3), 1e4 * torch.randn(2, 3, generator=g), beta))
+    assert emse_loss(-beta * energy - shift, energy, beta) > 1e-3
     assert set(ENERGY_LOSSES) == {"contrastive", "emse", "mse"}
+
+
+def test_emse_equals_the_papers_formula_on_a_hand_computed_case():
+    # one s_1, M = 2: f = (0, ln 2), E = (0, -ln(3)/beta) -> targets exp(-beta E) = (1, 3)
+    beta = 2.0
+    f = torch.tensor([[0.0, math.log(2.0)]])
+    energy = torch.tensor([[0.0, -math.log(3.0) / beta]])
+    # ((1 - 1)^2 + (2 - 3)^2) / 2 = 0.5
+    assert emse_loss(f, energy, beta).item() == pytest.approx(0.5, rel=1e-6)
+    # large energies are NOT tamed: the target overflows float32, as the paper's E-MSE does
+    assert not torch.isfinite(emse_loss(torch.zeros(1, 2), torch.tensor([[0.0, -100.0]]), beta))
+
+
+def test_contrastive_target_uses_the_papers_energy_scale_on_a_hand_computed_case():
+    # a decoded window of T = 3 steps per support, M = 2 supports; E = -sum_t Q (not the mean)
+    q = torch.tensor([[[0.1, 0.2, 0.3], [0.0, 0.0, 0.0]]])  # [1, M=2, T=3]
+    energy = trajectory_energy({"q": q}, "q_sum")
+    assert energy.tolist()[0] == pytest.approx([-0.6, 0.0])
+    beta = 3.0
+    # target weights softmax(-beta E) = softmax(1.8, 0) -> 1 / (1 + e^-1.8) = 0.858149...
+    w0 = 1.0 / (1.0 + math.exp(-1.8))
+    assert w0 == pytest.approx(0.8581489, rel=1e-6)
+    # the loss at f = 0 is the cross-entropy of that target against a uniform guess: ln 2
+    assert contrastive_loss(torch.zeros(1, 2), energy, beta).item() == pytest.approx(math.log(2.0), rel=1e-6)
+    # and its gradient w.r.t. f is (uniform - target) / 1: tells the hand-computed target apart from a
+    # mean-over-T energy (softmax(0.6, 0) = 0.6457) or a 0.75 x beta one (softmax(1.35, 0) = 0.7941)
+    f = torch.zeros(1, 2, requires_grad=True)
+    contrastive_loss(f, energy, beta).backward()
+    assert f.grad[0, 0].item() == pytest.approx(0.5 - w0, abs=1e-6)
+    # effective sample size as a fraction of M: 1 / (w0^2 + w1^2) / 2
+    ess = effective_sample_size(energy, beta)
+    assert ess.item() == pytest.approx(1.0 / (w0 ** 2 + (1 - w0) ** 2) / 2, rel=1e-5)
+    assert effective_sample_size(torch.zeros(3, 4), beta).tolist() == pytest.approx([1.0] * 3)
+    assert effective_sample_size(torch.tensor([[0.0, 1e3, 1e3, 1e3]]), beta).item() == pytest.approx(0.25)
+
+
+def test_return_energy_is_the_discounted_reward_to_go_to_the_episodes_end():
+    # a hand-made episode of 6 steps; a window of T = 3 starting at t = 2 must score -G_2, where
+    # G_2 = r_2 + g r_3 + g^2 r_4 + g^3 r_5 sums rewards *past the window's end*
+    from ld.data.types import DatasetInfo, Episode, EpisodeDataset
+    from ld.data.windows import WindowIndex
+
+    gamma = 0.9
+    rewards = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], dtype=np.float32)
+    ep = Episode(np.zeros((6, 2), np.float32), np.zeros((6, 1), np.float32), rewards, terminal=True)
+    index = WindowIndex(EpisodeDataset([ep], DatasetInfo(name="hand", source="test")), horizon=3, gamma=gamma)
+    window = index.batch([2], as_torch=True)
+    expected = 3.0 + gamma * 4.0 + gamma ** 2 * 5.0 + gamma ** 3 * 6.0
+    decoded = {"q": window["returns"], "rewards": window["rewards"]}
+    assert trajectory_energy(decoded, "return").item() == pytest.approx(-expected, rel=1e-6)
+    # not the rewards inside the window only (3 + 4 + 5), nor their mean
+    assert trajectory_energy(decoded, "return").item() != pytest.approx(-12.0, rel=1e-3)
 
 
 def test_energy_mlp_shapes_and_time_conventions():

@@ -33,8 +33,8 @@ def test_each_stage_learns_and_records_its_manifest(tiny, tmp_path, modeling):
     arts, records = train_stages(cfg, tiny, ArtifactStore(tmp_path), torch.device("cpu"), progress=False)
     prefix = "raw_" if modeling == "raw" else ""
     first = "raw_dynamics" if modeling == "raw" else "vae"
-    assert [r.stage for r in records] == [first, f"{prefix}prior", f"{prefix}support", f"{prefix}energy"]
-    for stage in (first, f"{prefix}prior", f"{prefix}energy"):
+    assert [r.stage for r in records] == [first, f"{prefix}prior", f"{prefix}support", f"{prefix}energy", "bc"]
+    for stage in (first, f"{prefix}prior", f"{prefix}energy", "bc"):
         m = arts[stage].manifest
         assert m["metrics"]["final_loss"] < m["metrics"]["first_loss"], (stage, m["metrics"])
         assert m["dataset"]["fingerprint"] == tiny.fingerprint and m["seed"] == cfg.seed
@@ -42,6 +42,12 @@ def test_each_stage_learns_and_records_its_manifest(tiny, tmp_path, modeling):
     assert arts[f"{prefix}prior"].manifest["upstream"] == {first: arts[first].key}
     support = arts[f"{prefix}support"].load("support")
     assert support["x"].shape[1] == cfg.support_size
+    # the energy stage records how peaked its contrastive target is (ESS as a fraction of M)
+    em = arts[f"{prefix}energy"].manifest["metrics"]
+    assert 1.0 / cfg.support_size <= em["target_ess_p10"] <= em["target_ess_mean"] <= 1.0
+    assert em["nonfinite_step"] is None
+    # BC reads only its own fields, not the VAE's
+    assert set(arts["bc"].manifest["config"]) == {f"bc.{k}" for k in ("hidden", "layers", "lr", "batch_size", "steps")}
     # weights load back with weights_only=True (Artifact.load) as plain tensors
     assert all(isinstance(v, torch.Tensor) for v in arts[first].load("model").values())
 
@@ -57,3 +63,42 @@ def test_same_seed_same_weights_other_seed_differs(tiny, tmp_path):
                         torch.device("cpu"), progress=False)
     wc = c["prior"].load("model")
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_prior_targets_are_encoded_with_the_training_mask(tiny):
+    # time-limit padding (mask 0) is zeroed at the encoder input in training; the prior's targets must be too
+    from ld.config import build as build_cfg
+    from ld.models.vae import TrajectoryVAE
+    from ld.stages.codec import LatentCodec
+    from ld.stages.common import StageInputs
+    from ld.stages.data import training_data
+
+    cfg = build_cfg({"dataset": "unused"}, "smoke")
+    data = training_data(cfg, StageInputs(dataset=tiny, store=None))
+    padded = [i for i in range(data.n) if data.batch([i])["mask"].min() == 0]
+    assert padded, "the tiny maze data has windows running past a time limit"
+    batch = data.batch(padded[:8])
+    torch.manual_seed(0)
+    vae = TrajectoryVAE(data.obs_dim, data.act_dim, cfg.horizon, cfg.latent_step, cfg.vae).eval()
+    want, _ = vae.encode(batch["states"], batch["actions"], batch["rewards"], batch["returns"], mask=batch["mask"])
+    unmasked, _ = vae.encode(batch["states"], batch["actions"], batch["rewards"], batch["returns"])
+    got = LatentCodec(vae).encode(batch)
+    assert torch.allclose(got, want)
+    assert not torch.allclose(got, unmasked)
+
+
+def test_emse_instability_is_recorded_not_fatal(tiny, tmp_path):
+    # the paper's E-MSE with a large beta overflows exp(-beta E): training stops at that step with the last
+    # finite weights, the manifest and the trial's rows say where, and the trial still evaluates
+    from ld.pipeline import evaluate_trial
+
+    cfg = _cfg(tiny, beta=500.0, energy={"loss": "emse", "steps": 50},
+               eval={"episodes": 1, "max_steps": 8, "bc_baseline": False})
+    arts, records = train_stages(cfg, tiny, ArtifactStore(tmp_path), torch.device("cpu"), progress=False)
+    m = arts["energy"].manifest["metrics"]
+    assert m["nonfinite_step"] is not None and m["nonfinite_step"] < 50
+    weights = arts["energy"].load("model")
+    assert all(bool(torch.isfinite(v).all()) for v in weights.values())
+    df = evaluate_trial(cfg, tiny, arts, records, torch.device("cpu"), progress=False)
+    assert (df["stage.energy.nonfinite_step"] == m["nonfinite_step"]).all()
+    assert set(df["variant"]) == {"latentdiffuser", "prior"}

@@ -225,3 +225,21 @@ def test_vae_reconstructs_a_tiny_dataset(use_rewards):
     assert after["inv_dyn"] < before["inv_dyn"] / 5, (before, after)
     if use_rewards:
         assert after["value"] < before["value"] / 3, (before, after)
+
+
+@pytest.mark.parametrize("use_rewards", [True, False])
+def test_reward_and_return_reconstruction_trains_the_encoder(use_rewards):
+    # the paper's decoder reconstructs (s, a, r, G) from (s_1, z): a loss on r and G alone must send a
+    # gradient through z into the encoder (in skill space too: there z may carry what (s, a) imply about r, G)
+    torch.manual_seed(0)
+    vae = TrajectoryVAE(OBS, ACT, 6, 3, tiny_cfg(), use_rewards=use_rewards)
+    b = random_batch(3, 6)
+    mean, _ = vae.encode(b["states"], b["actions"], b["rewards"], b["returns"])
+    _, r_hat, g_hat = vae.reconstruct(mean, b["states"][:, 0])
+    ((r_hat - b["rewards"]) ** 2 + (g_hat - b["returns"]) ** 2).mean().backward()
+    assert vae.enc_embed.weight.grad is not None and vae.enc_embed.weight.grad.abs().sum() > 0
+    assert vae.to_latent.weight.grad.abs().sum() > 0
+    # and decode() reads q and rewards from z: different latents, different Q at the same s_1
+    z = torch.randn(2, 2, 4)
+    d1, d2 = vae.decode(z, b["states"][:2, 0]), vae.decode(z + 1.0, b["states"][:2, 0])
+    assert not torch.allclose(d1["q"], d2["q"])

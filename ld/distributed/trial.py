@@ -98,9 +98,16 @@ class TrialSummary:
 def trial_metrics(df) -> dict[str, float]:
     """Tune metrics of a trial: the guided planner's mean score (the unguided prior's when beta = 0)."""
     main = df[df["variant"] == "latentdiffuser"] if (df["variant"] == "latentdiffuser").any() else df
-    return {"normalized_score": float(main["normalized_score"].mean()),
-            "episode_return": float(main["episode_return"].mean()),
-            "success": float(main["success"].mean()), "rows": float(len(df))}
+    out = {"normalized_score": float(main["normalized_score"].mean()),
+           "episode_return": float(main["episode_return"].mean()),
+           "success": float(main["success"].mean()), "rows": float(len(df))}
+    # energy health, so a degenerate target or a diverged E-MSE shows in the status row too
+    for stage in ("energy", "raw_energy"):
+        for name in ("target_ess_mean", "nonfinite_step"):
+            col = f"stage.{stage}.{name}"
+            if col in df:
+                out[f"energy_{name}"] = float(df[col].iloc[0])
+    return out
 
 
 def fault_injector(task: TrialTask, rank: int) -> Optional[Callable[[str, int], None]]:

@@ -3,6 +3,11 @@
 All episodes start together and only live ones are stepped, so a planner sees one `act` call per
 environment step for every episode still running. Normalized scores use the dataset's reference scores
 (D4RL's constants for D4RL tasks, measured random / behavior references for built-in data).
+
+Those references are full-episode returns. An evaluation capped below the environment's own limit
+(`eval.max_steps`, the smoke preset) is normalized against references prorated to the same length
+(`reference_scores`), and every row records the limit it ran under (`episode_limit`, `capped`) and the
+references used, so a capped run never reads as a bad full-episode score.
 """
 
 from __future__ import annotations
@@ -36,9 +41,28 @@ class EpisodeResult:
     env_steps_per_s: float
     predicted_return: float
     energy: float
+    episode_limit: int = 0  # the step limit this episode ran under
+    capped: bool = False  # True if that limit is below the environment's own
+    ref_min_score: float = float("nan")  # the references its normalized score used
+    ref_max_score: float = float("nan")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def reference_scores(info: DatasetInfo, limit: int) -> tuple[Optional[float], Optional[float], bool]:
+    """(ref_min, ref_max, capped) for episodes of at most `limit` steps.
+
+    Full-length references when `limit` reaches the environment's own episode length; below it, both are
+    prorated by limit / full length (returns of locomotion accrue at a roughly constant rate per step; for
+    sparse-reward mazes this is an approximation, which the `capped` column flags).
+    """
+    lo, hi, full = info.ref_min_score, info.ref_max_score, info.max_episode_steps
+    capped = bool(full and limit < full)
+    if lo is None or hi is None or not full or limit == full:
+        return lo, hi, capped
+    frac = limit / full  # also scales up for a run longer than the references' episodes
+    return lo * frac, hi * frac, capped
 
 
 def evaluate(
@@ -78,10 +102,16 @@ def evaluate(
     plan_ms = getattr(policy, "plan_ms", 0.0) / decisions
     pred = getattr(policy, "pred_return", np.full(episodes, np.nan))
     energy = getattr(policy, "energy", np.full(episodes, np.nan))
-    norm = np.asarray(info.normalize(returns), dtype=float).reshape(-1)
+    lo, hi, capped = reference_scores(info, limit)
+    if lo is None or hi is None:
+        norm = np.full(episodes, np.nan)
+    else:
+        norm = 100.0 * (returns - lo) / (hi - lo)
     sps = float(lengths.sum() / wall) if wall > 0 else float("nan")
+    nan = float("nan")
     return [
         EpisodeResult(i, env_seed + i, float(returns[i]), float(norm[i]), int(lengths[i]), bool(batch.success[i]),
-                      float(plan_ms), sps, float(pred[i]), float(energy[i]))
+                      float(plan_ms), sps, float(pred[i]), float(energy[i]), int(limit), capped,
+                      nan if lo is None else float(lo), nan if hi is None else float(hi))
         for i in range(episodes)
     ]

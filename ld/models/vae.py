@@ -10,15 +10,20 @@ Encoder q_phi(z | tau): linear token embedding + learned positional embedding ->
 State decoder p_psi(s_{1:T} | s_1, z): each latent tiled L times back to T tokens, concatenated with s_1
 (broadcast over time), linear projection, + positional embedding, non-causal transformer, linear to states.
 
-Modular heads (trained on *true* data, used on *decoded* states at planning time):
-- `inverse_dynamics`: a_t = f(s_t, s_{t+1});
-- `value_head`: (s_t, a_t) -> (r_t, G_t); its G output is the Q estimate of the energy E = -sum_t Q.
+Decoder heads, both reading the decoder's per-token features (so both are functions of (s_1, z)):
+- `to_state`: a linear map to s_t;
+- `value_decoder`: the reward and return decoder (paper: 3 x 1024, ReLU) -> (r_t, G_t). Its G output is the Q
+  estimate of the energy E = -sum_t Q. It is trained by the same reconstruction loss as the states, so the
+  gradient of the r and G errors reaches z and the encoder: the latent must carry the return information the
+  paper credits for latent beating skill space (in skill space the encoder sees no r or G, so z can carry
+  only what (s, a) of the window implies about them).
+Inverse dynamics a_t = f(s_t, s_{t+1}) is trained on *true* consecutive states and used on decoded ones.
 
 Decisions the paper leaves open, settled here:
 - masked steps (mask = 0, e.g. padding past an episode's end) are zeroed at the encoder input and
   excluded from every MSE, so their values cannot change the loss;
-- the value head is trained whenever the batch carries rewards and returns, also in skill mode (the
-  planner needs Q in every latent modeling selection; only the *tokens* drop r and G);
+- r and G are reconstructed whenever the batch carries them, also in skill mode (the planner needs Q in
+  every latent modeling selection; only the encoder's *tokens* drop r and G);
 - the log-variance is clamped to [-10, 10] for numerical safety;
 - the KL is summed over the N x latent_dim latent entries and averaged over the batch, then weighted
   by `cfg.kl_weight` (~1e-6 in the paper).
@@ -33,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ld.config import VAEConfig
-from ld.models.mlp import InverseDynamics, ValueHead
+from ld.models.mlp import InverseDynamics, mlp
 from ld.models.transformer import Transformer
 
 
@@ -75,9 +80,9 @@ class TrajectoryVAE(nn.Module):
         self.decoder = Transformer(dim, cfg.n_layers, cfg.n_heads, cfg.dropout)
         self.to_state = nn.Linear(dim, obs_dim)
 
-        # modular heads
+        # reward/return decoder on the decoder's features, and the inverse dynamics
+        self.value_decoder = mlp(dim, cfg.value_hidden, cfg.value_layers, 2, act="relu")
         self.inverse_dynamics = InverseDynamics(obs_dim, act_dim, cfg.id_hidden, cfg.id_layers)
-        self.value_head = ValueHead(obs_dim, act_dim, cfg.value_hidden, cfg.value_layers)
 
     @property
     def latent_shape(self) -> tuple[int, int]:
@@ -120,37 +125,49 @@ class TrajectoryVAE(nn.Module):
         mean, logvar = self.to_latent(h.transpose(1, 2)).chunk(2, dim=-1)  # [B, N, d] each
         return mean, logvar.clamp(-10.0, 10.0)
 
-    def decode_states(self, z: Tensor, s1: Tensor) -> Tensor:
-        """z [B, N, d], s1 [B, obs] -> states [B, N * L, obs]."""
+    def _decoder_features(self, z: Tensor, s1: Tensor) -> Tensor:
         b, n, _ = z.shape
         t = n * self.latent_step
         self._check_length(t)
         tiled = z.repeat_interleave(self.latent_step, dim=1)  # [B, T, d]
         h = torch.cat([tiled, s1.unsqueeze(1).expand(b, t, s1.shape[-1])], dim=-1)
         h = self.dec_drop(self.dec_embed(h) + self.dec_pos[:, :t])
-        return self.to_state(self.decoder(h))
+        return self.decoder(h)  # [B, T, dim]
+
+    def reconstruct(self, z: Tensor, s1: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """z [B, N, d], s1 [B, obs] -> (states [B, T, obs], rewards [B, T], returns [B, T]), T = N * L."""
+        h = self._decoder_features(z, s1)
+        rg = self.value_decoder(h)
+        return self.to_state(h), rg[..., 0], rg[..., 1]
+
+    def decode_states(self, z: Tensor, s1: Tensor) -> Tensor:
+        """z [B, N, d], s1 [B, obs] -> states [B, N * L, obs]."""
+        return self.to_state(self._decoder_features(z, s1))
 
     def decode(self, z: Tensor, s1: Tensor) -> dict[str, Tensor]:
         """Latents -> full trajectory: states [B,T,obs], actions [B,T,act], rewards [B,T], q [B,T].
 
         Actions come from the inverse dynamics on consecutive decoded states (the last step reuses the
-        previous action); rewards and q from the value head on the decoded (s_t, a_t). Differentiable in z.
+        previous action); rewards and q (= the decoded return G_t) from the reward/return decoder.
+        Differentiable in z.
         """
-        states = self.decode_states(z, s1)
+        states, rewards, q = self.reconstruct(z, s1)
         if states.shape[1] > 1:
             actions = self.inverse_dynamics(states[:, :-1], states[:, 1:])
             actions = torch.cat([actions, actions[:, -1:]], dim=1)
         else:  # a single step has no successor: treat it as staying put
             actions = self.inverse_dynamics(states, states)
-        rewards, q = self.value_head(states, actions)
         return {"states": states, "actions": actions, "rewards": rewards, "q": q}
 
     # ------------------------------------------------------------------------------------------------
 
     def loss(
-        self, batch: dict[str, Tensor], generator: Optional[torch.Generator] = None
+        self, batch: dict[str, Tensor], generator: Optional[torch.Generator] = None, inverse_dynamics: bool = True
     ) -> tuple[Tensor, dict[str, float]]:
-        """Reconstruction + inverse dynamics + value MSEs (masked) + kl_weight * KL(q_phi || N(0, I)).
+        """Reconstruction of (s, r, G) from (s_1, z) + inverse dynamics MSEs (masked) + kl_weight * KL.
+
+        `recon` is the state MSE and `value` the (r, G) MSE, both decoded from the same z; their sum is the
+        reconstruction loss (a plain mean over all features would weight r and G by 2 / (obs + 2)).
 
         batch: states [B,T,obs], actions [B,T,act], rewards [B,T], returns [B,T], mask [B,T] (optional,
         1 = real step). Returns (total loss, metrics {recon, inv_dyn, value, kl, total}).
@@ -168,15 +185,17 @@ class TrajectoryVAE(nn.Module):
         eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=eps_device)
         eps = eps.to(mean.device)
         z = mean + torch.exp(0.5 * logvar) * eps
-        recon_states = self.decode_states(z, states[:, 0])
+        recon_states, r_hat, g_hat = self.reconstruct(z, states[:, 0])
         recon = _masked_mse(recon_states, states, mask)
 
-        pair_mask = mask[:, :-1] * mask[:, 1:]
-        pred_a = self.inverse_dynamics(states[:, :-1], states[:, 1:])
-        inv_dyn = _masked_mse(pred_a, actions[:, :-1], pair_mask)
+        if inverse_dynamics:  # False when the stage trains it in a loop of its own (vae.id_steps)
+            pair_mask = mask[:, :-1] * mask[:, 1:]
+            pred_a = self.inverse_dynamics(states[:, :-1], states[:, 1:])
+            inv_dyn = _masked_mse(pred_a, actions[:, :-1], pair_mask)
+        else:
+            inv_dyn = states.new_zeros(())
 
         if rewards is not None and returns is not None:
-            r_hat, g_hat = self.value_head(states, actions)
             pred = torch.stack([r_hat, g_hat], dim=-1)
             value = _masked_mse(pred, torch.stack([rewards, returns], dim=-1), mask)
         else:

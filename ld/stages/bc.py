@@ -1,4 +1,11 @@
-"""Baseline: behavior cloning on the same data (an MLP s_t -> a_t, MSE), so a score has a reference point."""
+"""Baseline: behavior cloning on the same data, so every score has an imitation baseline beside it.
+
+CORL's BC, written for ld: an MLP s_t -> a_t (2 x 256, ReLU) regressing standardized actions with MSE, Adam
+3e-4, batch 256, on every transition of the dataset. It reads only the data and its own `bc.*` fields, so one
+BC serves every trial of a suite that shares the dataset and seed (an L, H, beta or K ablation trains it once).
+Training runs `bc.steps` steps; the manifest keeps the loss curve and `converged` (the smoothed loss fell by
+less than 2% over the last 20% of training), so an under-trained baseline is visible, not silent.
+"""
 
 from __future__ import annotations
 
@@ -6,39 +13,58 @@ import numpy as np
 import torch
 
 from ld.config import Config
-from ld.data.normalizer import DatasetNormalizer
+from ld.data.normalizer import Normalizer
 from ld.models.mlp import mlp
 from ld.stages.artifact import Artifact, ArtifactWriter
 from ld.stages.common import StageInputs, publish
-from ld.stages.data import training_data
 from ld.stages.training import train_loop
 
 NAME = "bc"
-READS = ["horizon", "gamma", "vae.id_hidden", "vae.id_layers", "vae.lr", "vae.batch_size", "vae.steps"]
+VERSION = 2  # 2: CORL-style BC with its own fields, trained on transitions until converged
+READS = ["bc"]
+
+
+def converged(history: list[tuple[int, float]], tail: float = 0.2, tol: float = 0.02) -> bool:
+    """True if the smoothed loss improved by less than `tol` (relative) over the last `tail` of training."""
+    if len(history) < 2:
+        return False
+    last_step = history[-1][0]
+    before = [loss for step, loss in history if step <= last_step * (1 - tail)]
+    if not before:
+        return False
+    return (before[-1] - history[-1][1]) < tol * abs(before[-1])
 
 
 def run(cfg: Config, inputs: StageInputs) -> Artifact:
-    data = training_data(cfg, inputs)
+    ds = inputs.dataset
 
     def produce(out: ArtifactWriter) -> None:
+        states = np.concatenate([e.observations for e in ds.episodes]).astype(np.float32)
+        actions = np.concatenate([e.actions for e in ds.episodes]).astype(np.float32)
+        norm = {"states": Normalizer.fit(states), "actions": Normalizer.fit(actions)}
+        s_all = torch.as_tensor(norm["states"].normalize(states), dtype=torch.float32, device=inputs.device)
+        a_all = torch.as_tensor(norm["actions"].normalize(actions), dtype=torch.float32, device=inputs.device)
         torch.manual_seed(cfg.seed)
-        arch = {"obs_dim": data.obs_dim, "act_dim": data.act_dim, "hidden": cfg.vae.id_hidden,
-                "layers": cfg.vae.id_layers}
-        model = mlp(data.obs_dim, arch["hidden"], arch["layers"], data.act_dim).to(inputs.device)
+        bc = cfg.bc
+        arch = {"obs_dim": ds.obs_dim, "act_dim": ds.act_dim, "hidden": bc.hidden, "layers": bc.layers}
+        model = mlp(ds.obs_dim, bc.hidden, bc.layers, ds.act_dim).to(inputs.device)
+        n = s_all.shape[0]
 
         def loss_fn(step, rng, gen):
-            b = data.batch(rng.integers(0, data.n, cfg.vae.batch_size), inputs.device)
-            s, a = b["states"][:, 0], b["actions"][:, 0]
-            return ((model(s) - a) ** 2).mean(), {}
+            idx = torch.from_numpy(rng.integers(0, n, bc.batch_size)).to(inputs.device)
+            return ((model(s_all[idx]) - a_all[idx]) ** 2).mean(), {}
 
-        result = train_loop(model, loss_fn, steps=cfg.vae.steps, lr=cfg.vae.lr, seed=cfg.seed, desc=NAME,
-                            log_every=cfg.train.log_every, progress=inputs.progress)
+        result = train_loop(model, loss_fn, steps=bc.steps, lr=bc.lr, seed=cfg.seed, desc=NAME,
+                            log_every=max(1, min(cfg.train.log_every, bc.steps // 50)), progress=inputs.progress)
         out.save("model", {k: v.cpu() for k, v in model.state_dict().items()})
         out.save_json("arch", arch)
-        out.save_json("normalizer", data.normalizer.state_dict())
+        out.save_json("normalizer", {k: v.state_dict() for k, v in norm.items()})
         out.metrics.update(result.summary())
+        out.metrics["history"] = result.history
+        out.metrics["converged"] = converged(result.history)
+        out.metrics["transitions"] = int(n)
 
-    return publish(NAME, READS, cfg, inputs, [], produce)
+    return publish(NAME, READS, cfg, inputs, [], produce, version=VERSION)
 
 
 class BCPolicy:
@@ -50,14 +76,14 @@ class BCPolicy:
         self.model.load_state_dict(artifact.load("model"))
         self.model.to(device).eval()
         self.device = device
-        self.normalizer = DatasetNormalizer.from_state_dict(artifact.load_json("normalizer"))
+        self.norm = {k: Normalizer.from_state_dict(v) for k, v in artifact.load_json("normalizer").items()}
 
     def reset(self, n: int) -> None:
         pass
 
     def act(self, obs: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        s = torch.as_tensor(self.normalizer.normalize("states", obs.astype(np.float32)), dtype=torch.float32,
+        s = torch.as_tensor(self.norm["states"].normalize(obs.astype(np.float32)), dtype=torch.float32,
                             device=self.device)
         with torch.no_grad():
             a = self.model(s).cpu().numpy()
-        return self.normalizer.unnormalize("actions", a)
+        return self.norm["actions"].unnormalize(a)

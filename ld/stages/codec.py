@@ -40,7 +40,10 @@ class LatentCodec:
 
     @torch.no_grad()
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        mean, _ = self.vae.encode(batch["states"], batch["actions"], batch["rewards"], batch["returns"])
+        """Encoder means, with the training mask (time-limit padding zeroed at the input), so the prior's
+        targets are the latents the VAE was trained to decode."""
+        mean, _ = self.vae.encode(batch["states"], batch["actions"], batch["rewards"], batch["returns"],
+                                  mask=batch.get("mask"))
         return mean
 
     def decode(self, x: torch.Tensor, s1: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -90,14 +93,14 @@ class RawCodec:
 
 
 def trajectory_energy(decoded: dict[str, torch.Tensor], target: str) -> torch.Tensor:
-    """E(h(x, s_1)) per trajectory, [..., T] -> [...].
+    """E(h(x, s_1)) per trajectory, [..., T] -> [...], in standardized return units of the dataset.
 
-    q_sum: E = -(1/T) sum_t Q(s_t, a_t) (the paper's -sum Q, averaged over the window so that beta means the
-    same thing for every horizon T and latent step L); return: E = -(1/T) sum_t r_t, Diffuser's choice, which
-    sees only the rewards inside the window. Both in normalized (standardized) units of the dataset.
+    q_sum: E = -sum_t Q(s_t, a_t), the paper's energy, summed (not averaged) over the window so that beta = 3
+    is the paper's tilt. return: E = -G_1, Diffuser's value: the discounted reward-to-go from the window's
+    first step to the end of the episode (the decoded return at t = 1).
     """
     if target == "q_sum":
-        return -decoded["q"].mean(-1)
+        return -decoded["q"].sum(-1)
     if target == "return":
-        return -decoded["rewards"].mean(-1)
+        return -decoded["q"][..., 0]
     raise ValueError(f"energy.target must be q_sum or return, got {target!r}")

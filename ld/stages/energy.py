@@ -6,6 +6,12 @@ ablation). f_eta is then trained on noised supports x_k = alpha_k x0 + sigma_k e
 per initial state shared by its M supports, with the loss chosen by `energy.loss`:
 contrastive (eq. 8; its optimum is the exact intermediate energy, so guided sampling targets
 mu(x | s_1) exp(-beta E)), E-MSE, or MSE (Diffuser's inexact regression).
+
+Diagnostics in the manifest (and, through the pipeline, in every row of the trial): the effective sample size
+of the contrastive target softmax(-beta E) over each support set, as a fraction of M (mean and 10th
+percentile over support sets): near 1 the target is uniform and guidance has nothing to learn, near 1/M it is
+one-hot. E-MSE is trained exactly as the paper defines it; if its loss or gradient stops being finite,
+training stops there with the last finite weights and `nonfinite_step` records where.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ld.config import Config
-from ld.models.energy import ENERGY_LOSSES, EnergyMLP
+from ld.models.energy import ENERGY_LOSSES, EnergyMLP, effective_sample_size
 from ld.stages import prior as prior_stage
 from ld.stages import support as support_stage
 from ld.stages import vae as vae_stage
@@ -23,6 +29,8 @@ from ld.stages.common import StageInputs, publish
 from ld.stages.training import train_loop
 
 NAME = "energy"
+# 2: E = -sum_t Q (was the window mean), "return" = -G_1, E-MSE without shift or clipping, ESS diagnostics
+VERSION = 2
 READS = ["beta", "energy.target", "energy.loss", "energy.hidden", "energy.layers", "energy.lr",
          "energy.batch_size", "energy.steps"]
 
@@ -86,13 +94,24 @@ def run(cfg: Config, inputs: StageInputs) -> Artifact:
             f = model(xk, s1[:, None].expand(-1, M, -1), k[:, None].expand(-1, M))
             return loss_of(f, e, cfg.beta), {}
 
+        emse = ec.loss == "emse"
         result = train_loop(model, loss_fn, steps=ec.steps, lr=ec.lr, seed=cfg.seed, desc=stage_name(cfg),
-                            log_every=cfg.train.log_every, progress=inputs.progress)
+                            log_every=cfg.train.log_every, progress=inputs.progress,
+                            grad_clip=None if emse else 1.0, nonfinite="stop" if emse else "raise")
         out.save("model", {k: v.cpu() for k, v in model.state_dict().items()})
         out.save_json("arch", arch)
         out.metrics.update(result.summary())
         out.metrics["history"] = result.history
-        spread = energies.max(1).values - energies.min(1).values
-        out.metrics.update(energy_mean=float(energies.mean()), energy_spread_mean=float(spread.mean()))
+        out.metrics.update(energy_diagnostics(energies, cfg.beta))
 
-    return publish(stage_name(cfg), READS, cfg, inputs, [up_codec, up_prior, up_support], produce)
+    return publish(stage_name(cfg), READS, cfg, inputs, [up_codec, up_prior, up_support], produce,
+                   version=VERSION)
+
+
+def energy_diagnostics(energies: torch.Tensor, beta: float) -> dict[str, float]:
+    """Summary of the support energies E [S, M] and of the contrastive target they give at this beta."""
+    ess = effective_sample_size(energies, beta)
+    spread = energies.max(1).values - energies.min(1).values
+    return {"energy_mean": float(energies.mean()), "energy_spread_mean": float(spread.mean()),
+            "target_ess_mean": float(ess.mean()), "target_ess_p10": float(torch.quantile(ess, 0.1)),
+            "support_size": int(energies.shape[1])}

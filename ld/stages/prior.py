@@ -20,7 +20,7 @@ from ld.stages.data import training_data
 from ld.stages.training import train_loop
 
 NAME = "prior"
-VERSION = 2  # 2: the standardizer records the data range used to clip x0 predictions
+VERSION = 3  # 2: the standardizer records the data range used to clip x0 predictions; 3: targets encoded with the training mask
 READS = ["diffusion_steps", "prior"]
 
 

@@ -37,7 +37,7 @@ def run(cfg: Config, inputs: StageInputs, chunk: int = 1024) -> Artifact:
         arch = inputs.upstream[up].load_json("arch")
         x_shape = (arch["horizon"], arch["transition_dim"])
         rng = np.random.default_rng(cfg.seed)
-        n_states = min(cfg.max_support_states, data.n)
+        n_states = data.n if cfg.max_support_states is None else min(cfg.max_support_states, data.n)
         idx = np.sort(rng.choice(data.n, size=n_states, replace=False))
         s1 = data.batch(idx, inputs.device)["states"][:, 0]
         M = cfg.support_size

@@ -47,10 +47,12 @@ class TrainResult:
     history: list[tuple[int, float]] = field(default_factory=list)
     wall_time_s: float = 0.0
     last_metrics: dict[str, float] = field(default_factory=dict)
+    nonfinite_step: Optional[int] = None  # with nonfinite="stop": the step whose loss or gradient was not finite
 
     def summary(self) -> dict[str, Any]:
         return {
             "steps": self.steps,
+            "nonfinite_step": self.nonfinite_step,
             "first_loss": self.first_loss,
             "final_loss": self.final_loss,
             "train_wall_time_s": round(self.wall_time_s, 3),
@@ -136,13 +138,21 @@ def train_loop(
     grad_clip: float | None = 1.0,
     progress: bool = True,
     hooks: Optional[TrainHooks] = None,
+    nonfinite: str = "raise",
 ) -> TrainResult:
     """Run `steps` Adam steps of `loss_fn(step, np_rng, torch_gen) -> (loss, metrics)`.
 
     The loss function draws its own minibatch from the two seeded generators, so a run is a pure function
     of the seed on CPU. `hooks` (default: those installed by `training_hooks`) add data parallelism,
     mid-stage checkpoints and accounting; without them this is the plain single-process loop.
+
+    A loss or gradient that is not finite is a bug for most stages (`nonfinite="raise"`: FloatingPointError).
+    For a loss whose instability is itself the thing measured (E-MSE), `nonfinite="stop"` ends training at
+    that step *before* the update, keeps the last finite weights and records the step in the result.
     """
+    if nonfinite not in ("raise", "stop"):
+        raise ValueError(f"nonfinite must be 'raise' or 'stop', got {nonfinite!r}")
+    nonfinite_step: Optional[int] = None
     hooks = hooks if hooks is not None else current_hooks()
     rank, world = (hooks.rank, hooks.world_size) if hooks is not None else (0, 1)
     rng = np.random.default_rng(seed + rank)
@@ -180,11 +190,18 @@ def train_loop(
             hooks.on_step(step)
         loss, metrics = forward(step, draw_rng, gen)
         opt.zero_grad(set_to_none=True)
+        value = float(loss.detach())
+        if not math.isfinite(value) and nonfinite == "stop":
+            nonfinite_step = step
+            break
         loss.backward()
+        if nonfinite == "stop" and not all(bool(torch.isfinite(p.grad).all()) for p in model.parameters()
+                                           if p.grad is not None):
+            nonfinite_step = step
+            break
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
-        value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"{desc}: loss became {value} at step {step}")
         recent.append(value)
@@ -210,7 +227,8 @@ def train_loop(
     wall = time.perf_counter() - t0
     if hooks is not None:
         hooks.loop_seconds += wall
-    return TrainResult(steps, first, final, history, wall, last_metrics)
+    return TrainResult(steps if nonfinite_step is None else nonfinite_step, first, final, history, wall,
+                       last_metrics, nonfinite_step)
 
 
 def _mean_over_ranks(hooks: Optional[TrainHooks], value: float) -> float:

@@ -8,6 +8,7 @@ planner see the same units.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ld.config import Config, VAEConfig
@@ -19,6 +20,8 @@ from ld.stages.data import training_data
 from ld.stages.training import train_loop
 
 NAME = "vae"
+# 2: r and G are reconstructed from (s_1, z) by the decoder (was: a value head on the true (s, a))
+VERSION = 2
 RAW_NAME = "raw_dynamics"
 READS = ["modeling", "latent_step", "horizon", "gamma", "vae"]
 RAW_READS = ["horizon", "gamma", "vae.id_hidden", "vae.id_layers", "vae.value_hidden", "vae.value_layers",
@@ -61,6 +64,25 @@ def load_codec(artifact: Artifact):
     return LatentCodec(model)
 
 
+def train_inverse_dynamics(net: torch.nn.Module, data, cfg: Config, inputs: StageInputs):
+    """The paper's separate inverse-dynamics training (batch `vae.id_batch_size`, `vae.id_steps` steps) on
+    every consecutive pair (s_t, s_{t+1}) -> a_t inside an episode, in normalized units."""
+    idx = data.index
+    has_next = idx.start + 1 < idx.ep_len[idx.episode_index]
+    rows = np.flatnonzero(has_next)
+    norm = data.normalizer
+    s = torch.as_tensor(norm.normalize("states", idx.states), dtype=torch.float32, device=inputs.device)
+    a = torch.as_tensor(norm.normalize("actions", idx.actions), dtype=torch.float32, device=inputs.device)
+    vc = cfg.vae
+
+    def loss_fn(step, rng, gen):
+        i = torch.from_numpy(rows[rng.integers(0, len(rows), vc.id_batch_size)]).to(inputs.device)
+        return ((net(s[i], s[i + 1]) - a[i]) ** 2).mean(), {}
+
+    return train_loop(net, loss_fn, steps=vc.id_steps, lr=vc.lr, seed=cfg.seed + 1, desc="inverse_dynamics",
+                      log_every=cfg.train.log_every, progress=inputs.progress)
+
+
 def run(cfg: Config, inputs: StageInputs) -> Artifact:
     data = training_data(cfg, inputs)
 
@@ -70,14 +92,19 @@ def run(cfg: Config, inputs: StageInputs) -> Artifact:
         model = build_model(arch).to(inputs.device)
         vc = cfg.vae
 
+        separate_id = vc.id_steps is not None and cfg.modeling != "raw"
+
         def loss_fn(step, rng, gen):
             batch = data.batch(rng.integers(0, data.n, vc.batch_size), inputs.device)
             if cfg.modeling == "raw":
                 return model.loss(batch)
-            return model.loss(batch, generator=gen)
+            return model.loss(batch, generator=gen, inverse_dynamics=not separate_id)
 
         result = train_loop(model, loss_fn, steps=vc.steps, lr=vc.lr, seed=cfg.seed,
                             desc=stage_name(cfg), log_every=cfg.train.log_every, progress=inputs.progress)
+        if separate_id:
+            id_result = train_inverse_dynamics(model.inverse_dynamics, data, cfg, inputs)
+            out.metrics.update({f"inv_dyn_{k}": v for k, v in id_result.summary().items()})
         out.save("model", {k: v.cpu() for k, v in model.state_dict().items()})
         out.save_json("arch", arch)
         out.save_json("normalizer", data.normalizer.state_dict())
@@ -85,4 +112,4 @@ def run(cfg: Config, inputs: StageInputs) -> Artifact:
         out.metrics["history"] = result.history
 
     reads = RAW_READS if cfg.modeling == "raw" else READS
-    return publish(stage_name(cfg), reads, cfg, inputs, [], produce)
+    return publish(stage_name(cfg), reads, cfg, inputs, [], produce, version=VERSION)
