@@ -23,7 +23,6 @@ Statistics: 95% percentile-bootstrap CIs over episodes; a "gain" is the paired p
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from _common import finish, machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from ld.config import resolve
 from ld.pipeline import bootstrap_ci, run_trial
 
@@ -169,7 +169,8 @@ def main(argv=None) -> int:
         args.datasets, args.seeds, args.preset, args.out = [str(path)], [0], "smoke", tmp / "run"
         args.betas = [1.0]
 
-    report: dict = {"benchmark": "guidance_gain", "preset": args.preset, "sets": args.sets, "datasets": {}}
+    report: dict = {"benchmark": "guidance_gain", "machine": machine(), "preset": args.preset, "sets": args.sets,
+                    "datasets": {}}
     t_all = time.perf_counter()
     main_beta = resolve(None, args.preset, list(args.sets)).beta
     extra = [b for b in args.betas if b not in (0.0, main_beta)]  # those two come from the main trial
@@ -197,12 +198,7 @@ def main(argv=None) -> int:
         entry["wall_time_s"] = round(time.perf_counter() - t0, 1)
         report["datasets"][spec] = entry
     report["targets"] = targets(report)
-    report["wall_time_s"] = round(time.perf_counter() - t_all, 1)
-    from ld.results import hardware
-
-    report["hardware"] = hardware()
-    print(json.dumps(report, indent=1, default=float))
-    return 0
+    return finish(report, t_all)
 
 
 if __name__ == "__main__":

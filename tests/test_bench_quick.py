@@ -1,7 +1,7 @@
 """Every benchmark script runs in --quick mode and prints valid JSON with its expected keys (issue 7).
 
 Benchmarks are not timed tests: nothing here checks a number, only that the script ran end to end (tiny
-data, smoke preset) and reported what its full mode reports. The four scripts run concurrently (about a
+data, smoke preset) and reported what its full mode reports. The five scripts run concurrently (about a
 minute of wall time in all on two cores).
 """
 
@@ -22,6 +22,7 @@ EXPECTED = {
     "eval_throughput.py": ["machine", "batched", "sequential", "ratio", "target"],
     "train_throughput.py": ["machine", "fp32", "bf16", "ray"],
     "sweep_cost.py": ["machine", "cached", "uncached", "stage_runs_ratio", "dry_count", "target"],
+    "guidance_gain.py": ["machine", "datasets", "targets"],
 }
 
 
@@ -60,3 +61,14 @@ def test_planning_reports_every_sampler_at_every_batch(outputs):
         for cell in entry["latency"].values():
             assert cell["planner"]["median_ms"] > 0 and cell["fast_path"]["median_ms"] > 0
         assert "score" in entry and len(entry["score"]["ci95"]) == 2
+
+
+def test_guidance_gain_reports_every_baseline_and_the_beta_curve(outputs):
+    report = json.loads(outputs["guidance_gain.py"][1])
+    (entry,) = report["datasets"].values()
+    for key in ("guided", "prior_beta0", "bc", "behavior_data_mean", "gain", "gain_vs_bc", "beta_curve",
+                "energy.target_ess_mean", "episode_limit", "capped"):
+        assert key in entry, key
+    assert entry["capped"] is True  # the smoke preset caps episodes, and says so
+    assert set(entry["beta_curve"]) == {"1"}
+    assert set(entry["gain"]["per_seed"]) == {"0"}

@@ -43,9 +43,9 @@ def test_run_writes_the_promised_parquet(first_run):
     files = list((out / "results").glob("*.parquet"))
     assert len(files) == 1
     df = pd.read_parquet(files[0])
-    # smoke: 2 episodes x (energy-guided planner + unguided prior baseline)
-    assert len(df) == 4
-    assert set(df["variant"]) == {"latentdiffuser", "prior"}
+    # smoke: 2 episodes x (energy-guided planner + unguided prior baseline + behavior cloning)
+    assert len(df) == 6
+    assert set(df["variant"]) == {"latentdiffuser", "prior", "bc"}
     for col in REQUIRED_COLUMNS:
         assert col in df.columns, col
     for axis in ("latent_step", "horizon", "diffusion_steps", "beta", "guidance_scale", "temperature",
@@ -55,6 +55,12 @@ def test_run_writes_the_promised_parquet(first_run):
     assert df["latent_step"].dtype.kind == "i" and df["beta"].dtype.kind == "f"
     assert (df.loc[df.variant == "prior", "beta"] == 0).all()
     assert (df["length"] == 40).all()  # eval.max_steps at smoke
+    # a capped run says so, and is normalized against references prorated to its length (umaze: 300 steps)
+    assert df["capped"].all() and (df["episode_limit"] == 40).all()
+    assert df["ref_max_score"].iloc[0] > 0
+    # the energy's health is in every row and in the printed table
+    assert df["stage.energy.target_ess_mean"].between(0.25, 1.0).all()
+    assert "energy target ESS" in p.stdout and "behavior data" in p.stdout and "capped at 40" in p.stdout
     assert df["normalized_score"].notna().all() and df["env_id"].iloc[0] == "PointMaze_UMaze-v3"
     assert df["schema_version"].iloc[0] == 1 and df["git_commit"].iloc[0]
     assert "norm. score" in p.stdout and "latentdiffuser" in p.stdout
@@ -63,13 +69,13 @@ def test_run_writes_the_promised_parquet(first_run):
 def test_second_run_reuses_every_stage(first_run, maze_file):
     out, _ = first_run
     manifests = sorted((out / "artifacts").glob("*/*/manifest.json"))
-    assert {m.parent.parent.name for m in manifests} == {"vae", "prior", "support", "energy"}
+    assert {m.parent.parent.name for m in manifests} == {"vae", "prior", "support", "energy", "bc"}
     before = {m: m.stat().st_mtime_ns for m in manifests}
     p = ld("run", "--preset", "smoke", "--set", f"dataset={maze_file}", "--out", str(out), "--no-progress")
     assert p.returncode == 0, p.stderr
     assert {m: m.stat().st_mtime_ns for m in manifests} == before  # nothing retrained
     df = pd.concat(pd.read_parquet(f) for f in (out / "results").glob("*.parquet"))
-    for stage in ("vae", "prior", "support", "energy"):
+    for stage in ("vae", "prior", "support", "energy", "bc"):
         assert df[f"stage.{stage}.cached"].all()
 
 
@@ -78,8 +84,9 @@ def test_changing_beta_retrains_only_the_energy(first_run, maze_file):
     p = ld("run", "--preset", "smoke", "--set", f"dataset={maze_file}", "--set", "beta=1.0", "--out", str(out),
            "--no-progress")
     assert p.returncode == 0, p.stderr
-    counts = {s: len(list((out / "artifacts" / s).glob("*/manifest.json"))) for s in ("vae", "prior", "support", "energy")}
-    assert counts == {"vae": 1, "prior": 1, "support": 1, "energy": 2}
+    counts = {s: len(list((out / "artifacts" / s).glob("*/manifest.json")))
+              for s in ("vae", "prior", "support", "energy", "bc")}
+    assert counts == {"vae": 1, "prior": 1, "support": 1, "energy": 2, "bc": 1}
     assert len(list((out / "results").glob("*.parquet"))) == 2  # the first trial's results are kept
 
 
@@ -94,7 +101,7 @@ def test_every_modeling_selection_runs(maze_file, tmp_path, sets):
     p = ld(*args)
     assert p.returncode == 0, p.stdout + p.stderr
     df = pd.concat(pd.read_parquet(f) for f in (tmp_path / "results").glob("*.parquet"))
-    assert len(df) == 4 and (df["length"] == 12).all()
+    assert len(df) == 6 and (df["length"] == 12).all()
     key, value = sets[0].split("=")
     assert str(df[key].iloc[0]) == value
 
@@ -106,10 +113,10 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     assert not (tmp_path / "o" / "results").exists()
 
 
-def test_bc_baseline_in_the_same_run(maze_file, tmp_path):
-    p = ld("run", "--preset", "smoke", "--set", f"dataset={maze_file}", "--set", "eval.bc_baseline=true",
+def test_bc_baseline_can_be_turned_off(maze_file, tmp_path):
+    p = ld("run", "--preset", "smoke", "--set", f"dataset={maze_file}", "--set", "eval.bc_baseline=false",
            "--set", "eval.max_steps=12", "--out", str(tmp_path), "--no-progress")
     assert p.returncode == 0, p.stderr
     df = pd.concat(pd.read_parquet(f) for f in (tmp_path / "results").glob("*.parquet"))
-    assert df.groupby("variant").size().to_dict() == {"bc": 2, "latentdiffuser": 2, "prior": 2}
-    assert (tmp_path / "artifacts" / "bc").is_dir()
+    assert df.groupby("variant").size().to_dict() == {"latentdiffuser": 2, "prior": 2}
+    assert not (tmp_path / "artifacts" / "bc").exists()
