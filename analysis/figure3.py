@@ -74,10 +74,26 @@ A.write_tidy(findings, OUT, "figure3_findings")
 findings.round(2)
 
 # %% [markdown]
+# ## Reference levels: does planning beat imitation?
+#
+# Two horizontal lines per family panel: **BC** (dashed), a behavior-cloning policy evaluated on the same
+# environment seeds -- its rows repeat in every trial of a (task, seed), so they are deduplicated to one
+# score per run, then aggregated like the family's bars (IQM over runs x tasks with a stratified bootstrap
+# 95% CI for several tasks, mean over seeds with a bootstrap CI for one; the light band) -- and the
+# **behavior data** (dotted), the mean over the family's datasets of each dataset's mean normalized return.
+# Results written before these existed have neither: the table is empty and the figure has no lines.
+
+# %%
+references = A.reference_table(df, by="family", reps=REPS)
+if not references.empty:
+    A.write_tidy(references, OUT, "figure3_references")
+references.round(2)
+
+# %% [markdown]
 # ## Figure
 
 # %%
-fig = A.plot_figure3(table, title=SUITE)
+fig = A.plot_figure3(table, title=SUITE, references=references)
 A.save_figure(fig, OUT, "figure3")
 A.write_tidy(table, OUT, "figure3")
 fig

@@ -64,10 +64,25 @@ A.write_tidy(findings, OUT, "figure5_findings")
 findings.round(2)
 
 # %% [markdown]
+# ## Reference levels: does planning beat imitation?
+#
+# Two horizontal lines in every panel (all panels use one dataset): **BC** (dashed), a behavior-cloning
+# policy evaluated on the same environment seeds -- its rows repeat in every trial of a seed, so they are
+# deduplicated to one score per seed; mean over seeds with a 95% bootstrap CI (the light band) -- and the
+# **behavior data** (dotted), the dataset's mean normalized return. Results written before these existed
+# have neither: the table is empty and the figure has no lines.
+
+# %%
+references = A.reference_table(df, by="dataset", reps=REPS)
+if not references.empty:
+    A.write_tidy(references, OUT, "figure5_references")
+references.round(2)
+
+# %% [markdown]
 # ## Figure
 
 # %%
-fig = A.plot_figure5(table, title=f"{SUITE}: {df['dataset_name'].iloc[0]}")
+fig = A.plot_figure5(table, title=f"{SUITE}: {df['dataset_name'].iloc[0]}", references=references)
 A.save_figure(fig, OUT, "figure5")
 A.write_tidy(table, OUT, "figure5")
 fig

@@ -6,9 +6,12 @@
     per_seed(df, keys)                     one score per run: mean normalized score over its episodes
     mean_ci(x) / iqm(x) / stratified_iqm_ci(tasks)   the statistics (pure numpy, no rliable needed)
     figure5_table(df) / figure3_table(df)  tidy tables: one row per plotted bar
+    reference_table(df, by)                the levels a bar is read against: BC (deduplicated across trials)
+                                           and the behavior data, per dataset or task family; empty for
+                                           results without bc rows / behavior_score
     figure5_findings(df) / figure3_findings(df)   each finding of the paper as a paired difference over
                                            seeds with a bootstrap CI and a verdict (agrees/contradicts/...)
-    plot_figure5(table) / plot_figure3(table), save_figure(fig, out_dir, stem)
+    plot_figure5(table, references=None) / plot_figure3(table, references=None), save_figure(fig, out_dir, stem)
 
 Statistics follow Agarwal et al. (2021, `rliable`): a setting's score on one task is the mean over seeds of
 the per-seed mean over evaluation episodes, with a 95% percentile bootstrap CI over seeds; a family of
@@ -348,6 +351,94 @@ def _order_fig3(t: pd.DataFrame, first: list[str]) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------------------
+# reference levels: does planning beat imitation?
+#
+# Two horizontal lines per panel: a behavior-cloning policy (`variant == "bc"`, evaluated on the same env
+# seeds as the planners of its trial) and the behavior data itself (`behavior_score`, the dataset's mean
+# normalized return). A bar below the BC line means the planner does not beat plain imitation of the data.
+
+REFERENCES = ("bc", "behavior data")
+REFERENCE_COLUMNS = ("family", "dataset", "reference", "aggregate", "mean", "ci_low", "ci_high", "n_seeds",
+                     "n_tasks")
+
+
+def bc_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """One BC score per (dataset_name, seed): every trial of a dataset and seed trains the same BC policy
+    and evaluates it on the same env seeds, so its rows repeat in each trial; counting them per trial would
+    inflate n and shrink the CI. Score = mean over that seed's trials of the per-trial mean over episodes
+    (identical trials: the first trial's mean). Columns dataset_name, env_id, seed, score, n_trials."""
+    cols = ["dataset_name", "env_id", "seed", "score", "n_trials"]
+    if "variant" not in df.columns:
+        return pd.DataFrame(columns=cols)
+    bc = df[df["variant"] == "bc"]
+    if bc.empty:
+        return pd.DataFrame(columns=cols)
+    bc = bc.assign(env_id=bc["env_id"] if "env_id" in bc.columns else "")
+    runs = per_seed(bc, ["dataset_name", "env_id", "trial_id"])
+    g = runs.groupby(["dataset_name", "env_id", "seed"], sort=True)
+    return g.agg(score=("score", "mean"), n_trials=("trial_id", "nunique")).reset_index()[cols]
+
+
+def behavior_levels(df: pd.DataFrame) -> pd.DataFrame:
+    """The behavior data's mean normalized return per dataset (`behavior_score`, one value per dataset in
+    every row); datasets without it (no column, or NaN: no reference scores) are left out.
+    Columns dataset_name, env_id, score."""
+    cols = ["dataset_name", "env_id", "score"]
+    if "behavior_score" not in df.columns:
+        return pd.DataFrame(columns=cols)
+    rows = df.assign(env_id=df["env_id"] if "env_id" in df.columns else "",
+                     _b=pd.to_numeric(df["behavior_score"], errors="coerce"))
+    rows = rows[np.isfinite(rows["_b"].to_numpy(float))]
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    return rows.groupby(["dataset_name", "env_id"], sort=True)["_b"].mean().rename("score").reset_index()[cols]
+
+
+def reference_table(df: pd.DataFrame, by: str = "dataset", reps: int = 10000, seed: int = 0) -> pd.DataFrame:
+    """The reference levels the bars are read against: one row per (dataset, or task family with
+    by="family") and reference in ("bc", "behavior data").
+
+    bc: per dataset, mean over seeds of the deduplicated per-seed score (`bc_runs`) with a 95% bootstrap CI
+    over seeds (`mean_ci`); per family of several tasks, the same aggregate as the family's bars -- IQM over
+    the seeds x tasks runs with a stratified bootstrap CI (`stratified_iqm_ci`) -- so line and bars are
+    comparable (`aggregate` says which). behavior data: the dataset's `behavior_score` (a property of the
+    data, no CI); per family, the mean over its datasets. Empty (with the columns) when the results have no
+    bc rows and no behavior_score: results written before these existed plot as before."""
+    if by not in ("dataset", "family"):
+        raise ValueError(f"by must be 'dataset' or 'family', got {by!r}")
+
+    def fam(r: pd.DataFrame) -> list[str]:
+        return [task_family(d, e) for d, e in zip(r["dataset_name"], r["env_id"])]
+
+    bc, beh = bc_runs(df), behavior_levels(df)
+    bc, beh = bc.assign(family=fam(bc)), beh.assign(family=fam(beh))
+    key = "family" if by == "family" else "dataset_name"
+    out = []
+    for k, g in bc.groupby(key, sort=False):
+        tasks = sorted(map(str, g["dataset_name"].unique()))
+        if len(tasks) > 1:
+            m, lo, hi = stratified_iqm_ci([g.loc[g["dataset_name"] == t, "score"] for t in tasks], reps=reps, seed=seed)
+            agg = "IQM"
+        else:
+            m, lo, hi = mean_ci(g["score"], reps=reps, seed=seed)
+            agg = "mean"
+        out.append({"family": g["family"].iloc[0], "dataset": ";".join(tasks), "reference": "bc", "aggregate": agg,
+                    "mean": m, "ci_low": lo, "ci_high": hi, "n_seeds": int(g["seed"].nunique()),
+                    "n_tasks": len(tasks)})
+    for k, g in beh.groupby(key, sort=False):
+        tasks = sorted(map(str, g["dataset_name"].unique()))
+        out.append({"family": g["family"].iloc[0], "dataset": ";".join(tasks), "reference": "behavior data",
+                    "aggregate": "mean" if len(tasks) > 1 else "value", "mean": float(g["score"].mean()),
+                    "ci_low": float("nan"), "ci_high": float("nan"), "n_seeds": float("nan"), "n_tasks": len(tasks)})
+    t = pd.DataFrame(out, columns=list(REFERENCE_COLUMNS))
+    if t.empty:
+        return t
+    fam_key = {f: i for i, f in enumerate(FAMILY_TITLES)}
+    ref_key = {r: i for i, r in enumerate(REFERENCES)}
+    t = t.assign(_f=t["family"].map(fam_key), _r=t["reference"].map(ref_key))
+    return t.sort_values(["_f", "dataset", "_r"]).drop(columns=["_f", "_r"]).reset_index(drop=True)
+
+# ----------------------------------------------------------------------------------------------------
 # the paper's findings, checked against the numbers
 #
 # Each finding is a comparison of two settings' per-seed scores: the difference (setting - reference) is
@@ -553,15 +644,54 @@ def _panel_grid(table: pd.DataFrame, width: float, height: float):
     return fig, axes, panels
 
 
-def plot_figure5(table: pd.DataFrame, title: Optional[str] = None):
-    """Four panels of bars (L, H, beta, K), the shared default bar highlighted."""
+# Reference lines: neutral colors (the bars own the palette), told apart by line style as well.
+REFERENCE_STYLE = {
+    "bc": {"color": "0.15", "linestyle": (0, (5, 3)), "linewidth": 1.4},
+    "behavior data": {"color": "#8c7b6b", "linestyle": (0, (1, 1.6)), "linewidth": 1.8},
+}
+REFERENCE_LABELS = {"bc": "behavior cloning (band: 95% CI)", "behavior data": "behavior data (mean return)"}
+
+
+def _reference_lines(ax, refs: Optional[pd.DataFrame]) -> list[str]:
+    """Draw each reference row as a horizontal line across the panel (BC's CI as a light band behind the
+    bars); returns the references drawn, for one figure-level legend."""
+    if refs is None or refs.empty:
+        return []
+    drawn = []
+    for _, r in refs.iterrows():
+        m = float(r["mean"])
+        if not np.isfinite(m):
+            continue
+        style = REFERENCE_STYLE.get(r["reference"], REFERENCE_STYLE["bc"])
+        lo, hi = float(r["ci_low"]), float(r["ci_high"])
+        if np.isfinite(lo) and np.isfinite(hi) and hi > lo:
+            ax.axhspan(lo, hi, color=style["color"], alpha=0.10, linewidth=0, zorder=1)
+        ax.axhline(m, zorder=2.5, **style)
+        drawn.append(r["reference"])
+    return drawn
+
+
+def _reference_handles(drawn: Iterable[str]) -> list:
+    from matplotlib.lines import Line2D
+
+    present = set(drawn)
+    return [Line2D([], [], label=REFERENCE_LABELS.get(ref, ref), **REFERENCE_STYLE[ref])
+            for ref in REFERENCES if ref in present]
+
+
+def plot_figure5(table: pd.DataFrame, title: Optional[str] = None, references: Optional[pd.DataFrame] = None):
+    """Four panels of bars (L, H, beta, K), the shared default bar highlighted. `references`
+    (`reference_table(df)`): BC and behavior-data levels, drawn across every panel -- all panels use the
+    one dataset of the sweep, so the same lines go in each."""
     from matplotlib.patches import Patch
 
     colors = palette()
     fig, axes, panels = _panel_grid(table, width=3.1, height=3.6)
+    drawn: list[str] = []
     for ax, (panel, t) in zip(axes[0], panels):
         cols = [colors["_default"] if d else colors["_bar"] for d in t["is_default"]]
         _bars(ax, t, cols)
+        drawn += _reference_lines(ax, references)
         ax.set_xticklabels(t["setting"])
         ax.set_title(t["panel_title"].iloc[0], fontsize=11)
         ax.set_xlabel({"latent_step": "L", "horizon": "latent actions H / raw steps T", "beta": "\N{GREEK SMALL LETTER BETA}",
@@ -569,7 +699,9 @@ def plot_figure5(table: pd.DataFrame, title: Optional[str] = None):
     axes[0][0].set_ylabel("normalized score")
     handles = [Patch(facecolor=colors["_default"], edgecolor="black", label="default (shared point)"),
                Patch(facecolor=colors["_bar"], edgecolor="black", label="one factor changed")]
-    fig.legend(handles=handles, loc="upper right", ncol=2, frameon=False, fontsize=9, bbox_to_anchor=(1.0, 1.02))
+    handles += _reference_handles(drawn)
+    fig.legend(handles=handles, loc="upper right", ncol=len(handles), frameon=False, fontsize=9,
+               bbox_to_anchor=(1.0, 1.02))
     fig.text(0.01, 0.005, "mean normalized score over seeds (per seed: mean over episodes); error bars: 95% "
              "bootstrap CI over seeds; n = seeds per bar", fontsize=8, color="0.3")
     if title:
@@ -578,12 +710,17 @@ def plot_figure5(table: pd.DataFrame, title: Optional[str] = None):
     return fig
 
 
-def plot_figure3(table: pd.DataFrame, title: Optional[str] = None):
-    """One panel per task family, one bar per modeling selection (colors shared across panels)."""
+def plot_figure3(table: pd.DataFrame, title: Optional[str] = None, references: Optional[pd.DataFrame] = None):
+    """One panel per task family, one bar per modeling selection (colors shared across panels).
+    `references` (`reference_table(df, by="family")`): each family's BC and behavior-data levels, drawn
+    across that family's panel."""
     colors = palette()
     fig, axes, panels = _panel_grid(table, width=4.4, height=3.9)
+    drawn: list[str] = []
     for ax, (panel, t) in zip(axes[0], panels):
         _bars(ax, t, [colors.get(s, "0.5") for s in t["setting"]])
+        if references is not None and not references.empty:
+            drawn += _reference_lines(ax, references[references["family"] == panel])
         ax.set_xticklabels([SHORT_LABELS.get(s, s) for s in t["setting"]], fontsize=9)
         agg = t["aggregate"].iloc[0]
         tasks = t["tasks"].iloc[0].split(";")
@@ -592,9 +729,13 @@ def plot_figure3(table: pd.DataFrame, title: Optional[str] = None):
     axes[0][0].set_ylabel("normalized score")
     fig.text(0.01, 0.005, "several tasks: IQM over runs x tasks, stratified bootstrap 95% CI; one task: mean over "
              "seeds, bootstrap 95% CI; n = seeds (\N{MULTIPLICATION SIGN} tasks)", fontsize=8, color="0.3")
+    handles = _reference_handles(drawn)
+    if handles:
+        fig.legend(handles=handles, loc="upper right", ncol=len(handles), frameon=False, fontsize=9,
+                   bbox_to_anchor=(1.0, 1.0))
     if title:
         fig.suptitle(title, x=0.01, ha="left", fontsize=11)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout(rect=(0, 0.04, 1, 0.95 if handles else 1))
     return fig
 
 

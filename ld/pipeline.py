@@ -121,6 +121,9 @@ def evaluate_trial(cfg: Config, ds: EpisodeDataset, artifacts: dict[str, Artifac
         variants.append(("prior", lambda: _planner_policy(cfg, artifacts, device, guided=False), {"beta": 0.0}))
     if cfg.eval.bc_baseline:
         variants.append(("bc", lambda: bc_stage.BCPolicy(artifacts[bc_stage.NAME], device), {}))
+    # the behavior data's mean normalized return, in every row: the reference a reader compares bars with
+    behavior = float(np.mean(ds.info.normalize(ds.returns()))) if ds.info.ref_min_score is not None else float("nan")
+    stage_cols = {**stage_cols, "behavior_score": behavior}
     for variant, make_policy, overrides in variants:
         t1 = time.perf_counter()
         results = evaluate(make_policy(), ds.info, cfg.eval.episodes, cfg.seed, cfg.eval.max_steps, progress,

@@ -271,3 +271,162 @@ def test_figure3_findings_per_family_and_the_horizon_gap(tmp_path):
     assert f.set_index("finding").loc["latent-raw gap widest on the long-horizon family", "diff"] == pytest.approx(30.0)
     assert set(f["panel"]) == {"locomotion", "maze", "maze vs locomotion"}
     assert (f["verdict"] == "agrees").all()
+
+
+# ----------------------------------------------------------------------------------------------------
+# reference levels: BC and the behavior data
+
+ENV = {"halfcheetah-medium-expert": "HalfCheetah-v5", "pointmaze-umaze": "PointMaze_UMaze-v3",
+       "pointmaze-medium": "PointMaze_Medium-v3"}
+
+
+def _reference_rows(bc: dict, behavior: dict, trials=("t1", "t2")) -> pd.DataFrame:
+    """Episode rows of `trials`, each holding the method's rows and the same bc rows for every (dataset, seed)
+    of `bc` ({dataset: {seed: [episode scores]}}), with `behavior_score` per dataset."""
+    rows = []
+    for tid in trials:
+        for ds, seeds in bc.items():
+            for s, scores in seeds.items():
+                for e, v in enumerate(scores):
+                    for variant, score in (("latentdiffuser", 99.0 + e), ("bc", v)):
+                        rows.append({"trial_id": f"{tid}-{ds}", "variant": variant, "dataset_name": ds,
+                                     "env_id": ENV[ds], "seed": s, "episode": e, "normalized_score": score,
+                                     "behavior_score": behavior[ds]})
+    return pd.DataFrame(rows)
+
+
+def test_bc_reference_is_deduplicated_across_trials():
+    # the same bc rows in two trials: one score per seed (15, 30, 45), not one per trial
+    df = _reference_rows({"halfcheetah-medium-expert": {0: [10, 20], 1: [30, 30], 2: [44, 46]}},
+                         {"halfcheetah-medium-expert": 55.0})
+    runs = A.bc_runs(df)
+    assert runs["score"].tolist() == [15, 30, 45] and (runs["n_trials"] == 2).all()
+    t = A.reference_table(df, reps=1000).set_index("reference")
+    assert list(t.index) == ["bc", "behavior data"]
+    bc = t.loc["bc"]
+    assert bc["n_seeds"] == 3 and bc["aggregate"] == "mean" and bc["dataset"] == "halfcheetah-medium-expert"
+    assert (bc["mean"], bc["ci_low"], bc["ci_high"]) == A.mean_ci([15, 30, 45], reps=1000)
+    assert bc["mean"] == 30 and 15 <= bc["ci_low"] < 30 < bc["ci_high"] <= 45
+    # counting each trial's copy would narrow the CI (6 "runs")
+    assert (bc["ci_low"], bc["ci_high"]) != A.mean_ci([15, 15, 30, 30, 45, 45], reps=1000)[1:]
+    beh = t.loc["behavior data"]
+    assert beh["mean"] == 55 and np.isnan(beh["ci_low"]) and np.isnan(beh["ci_high"]) and np.isnan(beh["n_seeds"])
+
+
+def test_references_per_dataset_and_per_family():
+    bc = {"halfcheetah-medium-expert": {0: [40], 1: [50], 2: [60]},
+          "pointmaze-umaze": {0: [10], 1: [20], 2: [30]},
+          "pointmaze-medium": {0: [40], 1: [50], 2: [60]}}
+    behavior = {"halfcheetah-medium-expert": 55.0, "pointmaze-umaze": 30.0, "pointmaze-medium": 20.0}
+    df = _reference_rows(bc, behavior)
+    per_ds = A.reference_table(df, by="dataset", reps=500)
+    assert list(per_ds.columns) == list(A.REFERENCE_COLUMNS)
+    beh = per_ds[per_ds["reference"] == "behavior data"].set_index("dataset")["mean"].to_dict()
+    assert beh == behavior
+    assert per_ds[per_ds["reference"] == "bc"].set_index("dataset")["mean"].to_dict() == {
+        "halfcheetah-medium-expert": 50, "pointmaze-umaze": 20, "pointmaze-medium": 50}
+    fam = A.reference_table(df, by="family", reps=500).set_index(["family", "reference"])
+    assert list(fam.index) == [("locomotion", "bc"), ("locomotion", "behavior data"), ("maze", "bc"),
+                               ("maze", "behavior data")]
+    assert fam.loc[("maze", "behavior data"), "mean"] == 25  # mean over the family's datasets
+    assert fam.loc[("locomotion", "behavior data"), "mean"] == 55
+    maze = fam.loc[("maze", "bc")]
+    # as the family's bars: IQM of the 3 seeds x 2 tasks runs (middle 4 of 10..60), stratified bootstrap
+    assert maze["aggregate"] == "IQM" and maze["mean"] == pytest.approx(35.0)
+    assert (maze["mean"], maze["ci_low"], maze["ci_high"]) == A.stratified_iqm_ci([[40, 50, 60], [10, 20, 30]],
+                                                                                  reps=500)
+    assert maze["n_seeds"] == 3 and maze["n_tasks"] == 2 and maze["dataset"] == "pointmaze-medium;pointmaze-umaze"
+
+
+def test_no_references_without_bc_rows_or_behavior_score():
+    df = _reference_rows({"halfcheetah-medium-expert": {0: [10], 1: [20]}}, {"halfcheetah-medium-expert": 55.0})
+    old = df[df["variant"] != "bc"].drop(columns=["behavior_score"])
+    for by in ("dataset", "family"):
+        t = A.reference_table(old, by=by)
+        assert t.empty and list(t.columns) == list(A.REFERENCE_COLUMNS)
+    # only one of the two: only that line
+    assert A.reference_table(df.drop(columns=["behavior_score"]))["reference"].tolist() == ["bc"]
+    assert A.reference_table(df[df["variant"] != "bc"])["reference"].tolist() == ["behavior data"]
+    # behavior_score NaN (a dataset without reference scores): no behavior line
+    assert A.reference_table(df.assign(behavior_score=float("nan")))["reference"].tolist() == ["bc"]
+    with pytest.raises(ValueError, match="by must be"):
+        A.reference_table(df, by="panel")
+
+
+def test_committed_results_have_no_references():
+    """The Parquet committed under analysis/figures/ predates bc rows and behavior_score: no lines, no CSV."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "analysis" / "figures"
+    for suite, by in (("figure5", "dataset"), ("figure3", "family")):
+        results = root / suite / "results"
+        if not list(results.glob("*.parquet")):
+            pytest.skip(f"no committed results under {results}")
+        assert A.reference_table(A.load_results(results, suite), by=by, reps=100).empty
+
+
+def _hlines(ax) -> list[float]:
+    """y of every horizontal Line2D spanning the panel (axhline), except the zero line (error-bar caps are
+    markers without a line)."""
+    ys = []
+    for line in ax.get_lines():
+        y = np.asarray(line.get_ydata(), dtype=float)
+        if line.get_linestyle() in ("None", "", " "):
+            continue
+        if len(y) == 2 and y[0] == y[1] and y[0] != 0:
+            ys.append(float(y[0]))
+    return sorted(ys)
+
+
+def _fig5_bars() -> pd.DataFrame:
+    return pd.DataFrame({"panel": ["latent_step", "latent_step", "beta"], "panel_title": ["L", "L", "beta"],
+                         "setting": ["1", "3", "3"], "is_default": [False, True, True],
+                         "mean": [40.0, 52.0, 52.0], "ci_low": [35.0, 50.0, 50.0], "ci_high": [45.0, 54.0, 54.0],
+                         "n_seeds": [3, 3, 3]})
+
+
+def _fig3_bars() -> pd.DataFrame:
+    rows = []
+    for fam, tasks in (("locomotion", "halfcheetah-medium-expert"), ("maze", "pointmaze-medium;pointmaze-umaze")):
+        for i, sel in enumerate(A.SELECTIONS[:2]):
+            rows.append({"panel": fam, "panel_title": A.FAMILY_TITLES[fam], "setting": sel, "aggregate": "mean",
+                         "mean": 40.0 + i, "ci_low": 38.0 + i, "ci_high": 42.0 + i, "n_seeds": 3,
+                         "n_tasks": len(tasks.split(";")), "tasks": tasks})
+    return pd.DataFrame(rows)
+
+
+def test_plots_draw_the_reference_lines_in_every_relevant_panel():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bc = {"halfcheetah-medium-expert": {0: [40], 1: [50], 2: [60]},
+          "pointmaze-umaze": {0: [10], 1: [20], 2: [30]}, "pointmaze-medium": {0: [40], 1: [50], 2: [60]}}
+    df = _reference_rows(bc, {"halfcheetah-medium-expert": 55.0, "pointmaze-umaze": 30.0, "pointmaze-medium": 20.0})
+
+    refs5 = A.reference_table(df[df["dataset_name"] == "halfcheetah-medium-expert"], reps=200)
+    fig = A.plot_figure5(_fig5_bars(), title="t", references=refs5)
+    assert len(fig.axes) == 2
+    for ax in fig.axes:  # one dataset: the same two lines in every panel
+        assert _hlines(ax) == [50.0, 55.0]
+    legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert sum("behavior cloning" in s for s in legend) == 1 and sum("behavior data" in s for s in legend) == 1
+    plt.close(fig)
+
+    refs3 = A.reference_table(df, by="family", reps=200)
+    fig = A.plot_figure3(_fig3_bars(), title="t", references=refs3)
+    loco, maze = fig.axes
+    assert _hlines(loco) == [50.0, 55.0] and _hlines(maze) == [25.0, 35.0]  # each family its own levels
+    legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert len(legend) == 2
+    plt.close(fig)
+
+    # without references (old results): no lines, no extra legend entries
+    for fig in (A.plot_figure5(_fig5_bars()), A.plot_figure5(_fig5_bars(), references=refs5.iloc[:0])):
+        assert all(_hlines(ax) == [] for ax in fig.axes)
+        assert len([t for leg in fig.legends for t in leg.get_texts()]) == 2
+        plt.close(fig)
+    for fig in (A.plot_figure3(_fig3_bars()), A.plot_figure3(_fig3_bars(), references=refs3.iloc[:0])):
+        assert all(_hlines(ax) == [] for ax in fig.axes) and not fig.legends
+        plt.close(fig)

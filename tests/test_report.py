@@ -32,6 +32,25 @@ def ld_report(*args) -> subprocess.CompletedProcess:
     return subprocess.run([*_report_argv(), *map(str, args)], capture_output=True, text=True, env=ENV, timeout=300)
 
 
+BEHAVIOR = {"halfcheetah-medium-expert": 55.0, "halfcheetah-medium-replay": 27.0, "pointmaze-umaze": 30.0,
+            "pointmaze-medium": 20.0}
+
+
+def bc_score(dataset: str, seed: int, episode: int) -> float:
+    return 30.0 + 5.0 * seed + episode + (10.0 if "maze" in dataset else 0.0)
+
+
+def add_reference_rows(folder) -> None:
+    """What a trial with `eval.bc_baseline` writes on top: `bc` rows (the same in every trial of a dataset
+    and seed: one BC policy, the same env seeds) and `behavior_score` (constant per dataset) in every row."""
+    for f in sorted(folder.glob("trial=*.parquet")):
+        df = pd.read_parquet(f)
+        first = df[df["variant"] == df["variant"].iloc[0]]
+        ds, seed = first["dataset_name"].iloc[0], int(first["seed"].iloc[0])
+        bc = first.assign(variant="bc", normalized_score=[bc_score(ds, seed, e) for e in first["episode"]])
+        write_parquet(pd.concat([df, bc], ignore_index=True).assign(behavior_score=BEHAVIOR[ds]), f)
+
+
 def _is(value):
     return lambda t: t.axis == "latent_step" and t.value == value and t.config.seed == 1
 
@@ -41,6 +60,7 @@ def fig5_report(tmp_path_factory):
     """figure5 at small scale with the L = 2, seed 1 trial missing and a failure record for it."""
     storage = tmp_path_factory.mktemp("storage5")
     suite, trials, folder = write_suite_results(storage, "figure5", "small", score=rng_scores(5), skip=_is(2))
+    add_reference_rows(folder)
     write_parquet(pd.DataFrame([{"suite": "figure5", "trial_id": "abc", "seed": 1, "status": "failed",
                                  "sweep.axis": "latent_step", "sweep.value": "2", "rows": 0,
                                  "error": "RuntimeError: CUDA out of memory"}]),
@@ -56,6 +76,7 @@ def fig3_report(tmp_path_factory):
     storage = tmp_path_factory.mktemp("storage3")
     suite_file = figure3_with_two_maze_tasks(storage)  # a suite given as a file, not a name
     suite, trials, folder = write_suite_results(storage, suite_file, "small", score=rng_scores(3))
+    add_reference_rows(folder)
     out = tmp_path_factory.mktemp("report3") / "figure3"
     p = ld_report(suite_file, "--results", folder, "--out", out)  # the results/<suite>/ folder itself
     assert p.returncode == 0, p.stdout + p.stderr
@@ -98,10 +119,25 @@ def test_figure5_content_from_the_tidy_csv(fig5_report):
         per_seed = rows.groupby("seed")["normalized_score"].mean()
         assert r["mean"] == pytest.approx(per_seed.mean())
         assert r["n_seeds"] == per_seed.size == (2 if r["setting"] == "2" else 3)  # L = 2 seed 1 is missing
-    beta0 = df[(df["sweep.axis"] == "beta") & (df["sweep.value"] == "0")]
+    beta0 = df[(df["sweep.axis"] == "beta") & (df["sweep.value"] == "0") & (df.variant != "bc")]
     assert set(beta0.variant) == {"prior"}
     r0 = t[(t.panel == "beta") & (t.setting.astype(str) == "0")].iloc[0]
     assert r0["mean"] == pytest.approx(beta0.groupby("seed")["normalized_score"].mean().mean())
+
+
+def test_figure5_references_are_written_and_shown(fig5_report):
+    _, storage, out, _ = fig5_report
+    refs = pd.read_csv(out / "figure5_references.csv").set_index("reference")
+    assert list(refs.index) == ["bc", "behavior data"]
+    assert set(refs["dataset"]) == {"halfcheetah-medium-expert"}
+    # bc: one score per seed although every trial repeats the rows (and L = 2 seed 1 is missing)
+    df = pd.concat(pd.read_parquet(f) for f in (storage / "results" / "figure5").glob("trial=*.parquet"))
+    bc = df[df.variant == "bc"]
+    assert bc["trial_id"].nunique() > 3 and refs.loc["bc", "n_seeds"] == 3
+    assert refs.loc["bc", "mean"] == pytest.approx(bc.groupby("seed")["normalized_score"].mean().mean())
+    assert refs.loc["bc", "ci_low"] < refs.loc["bc", "mean"] < refs.loc["bc", "ci_high"]
+    assert refs.loc["behavior data", "mean"] == 55.0
+    assert "figure5_references" in (out / "index.html").read_text()
 
 
 def test_missing_trial_is_plotted_around_and_listed(fig5_report):
@@ -130,6 +166,11 @@ def test_figure3_content_from_the_tidy_csv(fig3_report):
     raw = loco[loco.modeling == "raw"].groupby("seed")["normalized_score"].mean().mean()
     got = t[(t.panel == "locomotion") & (t.setting == "raw action space")]["mean"].iloc[0]
     assert got == pytest.approx(raw, abs=1e-4)
+    refs = pd.read_csv(out / "figure3_references.csv").set_index(["family", "reference"])
+    assert list(refs.index) == [("locomotion", "bc"), ("locomotion", "behavior data"), ("maze", "bc"),
+                                ("maze", "behavior data")]
+    assert refs.loc[("maze", "behavior data"), "mean"] == pytest.approx(25.0)  # mean of the two maze datasets
+    assert refs.loc[("maze", "bc"), "aggregate"] == "IQM" and refs.loc[("maze", "bc"), "n_seeds"] == 3
     tasks = pd.read_csv(out / "figure3_tasks.csv")
     assert sorted(tasks["task"].unique()) == ["halfcheetah-medium-replay", "pointmaze-medium", "pointmaze-umaze"]
     assert (out / "figure3.svg").is_file() and (out / "figure3.png").is_file()
