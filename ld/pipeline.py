@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,8 +71,11 @@ def setup_torch(cfg: Config) -> torch.device:
     """Seed torch, resolve the device and set CPU threads: what every process running a trial does first."""
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.train.device)
-    if device.type == "cpu" and cfg.train.cpu_threads > 0:
-        torch.set_num_threads(cfg.train.cpu_threads)
+    threads = cfg.train.cpu_threads
+    if threads is None:
+        threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
+    if device.type == "cpu" and threads > 0:
+        torch.set_num_threads(threads)
     return device
 
 

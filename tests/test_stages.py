@@ -102,3 +102,12 @@ def test_emse_instability_is_recorded_not_fatal(tiny, tmp_path):
     df = evaluate_trial(cfg, tiny, arts, records, torch.device("cpu"), progress=False)
     assert (df["stage.energy.nonfinite_step"] == m["nonfinite_step"]).all()
     assert set(df["variant"]) == {"latentdiffuser", "prior"}
+
+
+def test_bc_convergence_flag():
+    from ld.stages.bc import converged
+
+    # still falling 10% over the last 20% of training: not converged; flat: converged
+    assert not converged([(100, 1.0), (800, 0.5), (1000, 0.45)])
+    assert converged([(100, 1.0), (800, 0.30), (1000, 0.298)])
+    assert not converged([(1000, 0.3)])
