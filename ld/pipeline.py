@@ -111,8 +111,10 @@ def _planner_policy(cfg: Config, artifacts: dict[str, Artifact], device: torch.d
 
 def evaluate_trial(cfg: Config, ds: EpisodeDataset, artifacts: dict[str, Artifact], records: list[StageRecord],
                    device: torch.device, *, suite: str = "run", progress: bool = True, baselines: bool = True,
-                   timings: Optional[dict[str, float]] = None) -> pd.DataFrame:
-    """The evaluation phase of a trial: plan in the real environment with the trained stages -> episode rows."""
+                   timings: Optional[dict[str, float]] = None, only: Optional[set[str]] = None) -> pd.DataFrame:
+    """The evaluation phase of a trial: plan in the real environment with the trained stages -> episode rows.
+
+    `only` restricts it to some variants (e.g. {"bc"} to re-evaluate a retrained baseline)."""
     timings = timings if timings is not None else {}
     stage_cols = stage_columns(records, artifacts)
     tid = trial_id(cfg)
@@ -128,6 +130,8 @@ def evaluate_trial(cfg: Config, ds: EpisodeDataset, artifacts: dict[str, Artifac
     # the behavior data's mean normalized return, in every row: the reference a reader compares bars with
     behavior = float(np.mean(ds.info.normalize(ds.returns()))) if ds.info.ref_min_score is not None else float("nan")
     stage_cols = {**stage_cols, "behavior_score": behavior}
+    if only is not None:
+        variants = [v for v in variants if v[0] in only]
     for variant, make_policy, overrides in variants:
         t1 = time.perf_counter()
         results = evaluate(make_policy(), ds.info, cfg.eval.episodes, cfg.seed, cfg.eval.max_steps, progress,

@@ -3,8 +3,10 @@
 CORL's BC, written for ld: an MLP s_t -> a_t (2 x 256, ReLU) regressing standardized actions with MSE, Adam
 3e-4, batch 256, on every transition of the dataset. It reads only the data and its own `bc.*` fields, so one
 BC serves every trial of a suite that shares the dataset and seed (an L, H, beta or K ablation trains it once).
-Training runs `bc.steps` steps; the manifest keeps the loss curve and `converged` (the smoothed loss fell by
-less than 2% over the last 20% of training), so an under-trained baseline is visible, not silent.
+Training stops once the loss has converged -- the smoothed loss fell by less than 2% over the last 20% of
+training and over the last tenth of `bc.steps`, checked every `bc.steps / 50` steps after the first fifth --
+or at the cap `bc.steps`; the manifest keeps the
+loss curve, the steps run and `converged`, so an under-trained baseline is visible, not silent.
 """
 
 from __future__ import annotations
@@ -20,16 +22,18 @@ from ld.stages.common import StageInputs, publish
 from ld.stages.training import train_loop
 
 NAME = "bc"
-VERSION = 2  # 2: CORL-style BC with its own fields, trained on transitions until converged
+VERSION = 4  # 2: CORL-style BC with its own fields on transitions; 3, 4: stops once converged
 READS = ["bc"]
 
 
-def converged(history: list[tuple[int, float]], tail: float = 0.2, tol: float = 0.02) -> bool:
-    """True if the smoothed loss improved by less than `tol` (relative) over the last `tail` of training."""
+def converged(history: list[tuple[int, float]], tail: float = 0.2, tol: float = 0.02, window: int = 0) -> bool:
+    """True if the smoothed loss improved by less than `tol` (relative) over the last `tail` of training, or
+    over the last `window` steps if that is longer (so an early, noisy plateau does not count)."""
     if len(history) < 2:
         return False
     last_step = history[-1][0]
-    before = [loss for step, loss in history if step <= last_step * (1 - tail)]
+    since = min(last_step * (1 - tail), last_step - window)
+    before = [loss for step, loss in history if step <= since]
     if not before:
         return False
     return (before[-1] - history[-1][1]) < tol * abs(before[-1])
@@ -54,8 +58,10 @@ def run(cfg: Config, inputs: StageInputs) -> Artifact:
             idx = torch.from_numpy(rng.integers(0, n, bc.batch_size)).to(inputs.device)
             return ((model(s_all[idx]) - a_all[idx]) ** 2).mean(), {}
 
+        log_every = max(1, bc.steps // 50)
         result = train_loop(model, loss_fn, steps=bc.steps, lr=bc.lr, seed=cfg.seed, desc=NAME,
-                            log_every=max(1, min(cfg.train.log_every, bc.steps // 50)), progress=inputs.progress)
+                            log_every=log_every, progress=inputs.progress,
+                            until=lambda h: h[-1][0] >= bc.steps // 5 and converged(h, window=bc.steps // 10))
         out.save("model", {k: v.cpu() for k, v in model.state_dict().items()})
         out.save_json("arch", arch)
         out.save_json("normalizer", {k: v.state_dict() for k, v in norm.items()})

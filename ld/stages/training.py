@@ -139,6 +139,7 @@ def train_loop(
     progress: bool = True,
     hooks: Optional[TrainHooks] = None,
     nonfinite: str = "raise",
+    until: Optional[Callable[[list[tuple[int, float]]], bool]] = None,
 ) -> TrainResult:
     """Run `steps` Adam steps of `loss_fn(step, np_rng, torch_gen) -> (loss, metrics)`.
 
@@ -149,10 +150,14 @@ def train_loop(
     A loss or gradient that is not finite is a bug for most stages (`nonfinite="raise"`: FloatingPointError).
     For a loss whose instability is itself the thing measured (E-MSE), `nonfinite="stop"` ends training at
     that step *before* the update, keeps the last finite weights and records the step in the result.
+
+    `until(history)` is asked at every logged point (`log_every`); True ends training there ("train until
+    converged", with `steps` as the cap). The result's `steps` is the number of steps actually run.
     """
     if nonfinite not in ("raise", "stop"):
         raise ValueError(f"nonfinite must be 'raise' or 'stop', got {nonfinite!r}")
     nonfinite_step: Optional[int] = None
+    steps_run = steps
     hooks = hooks if hooks is not None else current_hooks()
     rank, world = (hooks.rank, hooks.world_size) if hooks is not None else (0, 1)
     rng = np.random.default_rng(seed + rank)
@@ -214,6 +219,9 @@ def train_loop(
             history.append((step + 1, smoothed))
             bar.set_postfix(loss=f"{smoothed:.4g}")
             last_metrics = {k: float(v) for k, v in metrics.items()}
+            if until is not None and step + 1 < steps and until(history):
+                steps_run = step + 1
+                break
         if (hooks is not None and hooks.save is not None and hooks.checkpoint_every > 0
                 and (step + 1) % hooks.checkpoint_every == 0 and step + 1 < steps):
             hooks.save({
@@ -227,8 +235,9 @@ def train_loop(
     wall = time.perf_counter() - t0
     if hooks is not None:
         hooks.loop_seconds += wall
-    return TrainResult(steps if nonfinite_step is None else nonfinite_step, first, final, history, wall,
-                       last_metrics, nonfinite_step)
+    if nonfinite_step is not None:
+        steps_run = nonfinite_step
+    return TrainResult(steps_run, first, final, history, wall, last_metrics, nonfinite_step)
 
 
 def _mean_over_ranks(hooks: Optional[TrainHooks], value: float) -> float:
