@@ -125,8 +125,8 @@ def _write(df: pd.DataFrame, path: Path) -> None:
 
 
 def refresh_bc(df: pd.DataFrame, cfg, args, path: Path) -> pd.DataFrame:
-    """A result file whose BC rows came from an older BC (another key) gets them re-trained and re-evaluated,
-    so every file of a benchmark compares against the same, current baseline."""
+    """A result file whose BC rows came from an older BC that had not converged (and has another key) gets them
+    re-trained and re-evaluated, so no file compares against an under-trained baseline."""
     import torch
 
     from ld.data import load_dataset
@@ -138,6 +138,8 @@ def refresh_bc(df: pd.DataFrame, cfg, args, path: Path) -> pd.DataFrame:
     old = df[df.variant == "bc"]
     if old.empty or not cfg.eval.bc_baseline:
         return df
+    if "stage.bc.converged" in old and bool(old["stage.bc.converged"].iloc[0]):
+        return df  # a converged BC stays: retraining it to a new cap would not change the baseline
     ds = load_dataset(cfg.dataset)
     inputs = StageInputs(dataset=ds, store=ArtifactStore(args.out / "artifacts"), progress=False)
     art = bc_stage.run(cfg, inputs)
