@@ -175,8 +175,8 @@ def test_killed_training_worker_resumes_from_its_checkpoint(ray_local, maze_file
     assert len(list((storage / ".faults").iterdir())) == 1  # rank 1 really was SIGKILLed at prior step 50
     st = read_status(storage, "one").iloc[0]
     assert st["world_size"] == 2 and st["resumed_from"] == "prior@40"
-    assert len(read_results(storage, "one")) == 4
-    assert stage_counts(storage) == {"vae": 1, "prior": 1, "support": 1, "energy": 1}
+    assert len(read_results(storage, "one")) == 6  # 2 episodes x (planner, prior, BC)
+    assert stage_counts(storage) == {"vae": 1, "prior": 1, "support": 1, "energy": 1, "bc": 1}
     assert not list((storage / "artifacts").glob(".checkpoints/*"))
 
 
