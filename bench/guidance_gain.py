@@ -177,13 +177,16 @@ def run_one(spec: str, seed: int, beta: float | None, args) -> pd.DataFrame:
     return df
 
 
-def behavior_mean(spec: str) -> float | None:
+def behavior_mean(df: pd.DataFrame, spec: str) -> float | None:
+    """The behavior data's mean normalized score, as the rows record it (`behavior_score`); only files
+    written before rows carried it make this load the dataset."""
+    recorded = df["behavior_score"].dropna() if "behavior_score" in df else pd.Series(dtype=float)
+    if len(recorded):
+        return float(recorded.iloc[0])
     from ld.data import load_dataset
 
-    ds = load_dataset(spec)
-    if ds.info.ref_min_score is None:
-        return None
-    return float(np.mean(ds.info.normalize(ds.returns())))
+    score = load_dataset(spec).behavior_score()
+    return None if np.isnan(score) else score
 
 
 def main(argv=None) -> int:
@@ -232,7 +235,7 @@ def main(argv=None) -> int:
         if main_beta in args.betas:
             df = pd.concat([df, main_rows[main_rows.variant == "latentdiffuser"].assign(bench_beta=main_beta)],
                            ignore_index=True)
-        entry = summarize(df, behavior_mean(spec))
+        entry = summarize(df, behavior_mean(df, spec))
         entry["wall_time_s"] = round(time.perf_counter() - t0, 1)
         report["datasets"][spec] = entry
     report["targets"] = targets(report)

@@ -320,6 +320,17 @@ def figure3_task_table(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd
     return _order_fig3(t, ["family", "task"])
 
 
+def family_aggregate(runs: pd.DataFrame, task_col: str, tasks: Sequence[str], reps: int = 10000,
+                     seed: int = 0) -> tuple[float, float, float, str]:
+    """(score, ci_low, ci_high, aggregate) of per-run `score`s: IQM over runs x tasks with a stratified
+    bootstrap CI when there are several tasks, else the mean over seeds with a bootstrap CI."""
+    if len(tasks) > 1:
+        m, lo, hi = stratified_iqm_ci([runs.loc[runs[task_col] == t, "score"] for t in tasks], reps=reps, seed=seed)
+        return m, lo, hi, "IQM"
+    m, lo, hi = mean_ci(runs["score"], reps=reps, seed=seed)
+    return m, lo, hi, "mean"
+
+
 def figure3_table(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.DataFrame:
     """One row per bar: per family and selection, IQM over runs x tasks with a stratified bootstrap CI if
     the family has several tasks, else mean over seeds with a bootstrap CI (`aggregate` says which)."""
@@ -327,12 +338,7 @@ def figure3_table(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.Data
     out = []
     for (fam, sel), g in runs.groupby(["family", "selection"], sort=False):
         tasks = sorted(g["task"].unique())
-        if len(tasks) > 1:
-            m, lo, hi = stratified_iqm_ci([g.loc[g["task"] == t, "score"] for t in tasks], reps=reps, seed=seed)
-            agg = "IQM"
-        else:
-            m, lo, hi = mean_ci(g["score"], reps=reps, seed=seed)
-            agg = "mean"
+        m, lo, hi, agg = family_aggregate(g, "task", tasks, reps=reps, seed=seed)
         out.append({"panel": fam, "panel_title": FAMILY_TITLES.get(fam, fam), "setting": sel, "aggregate": agg,
                     "mean": m, "ci_low": lo, "ci_high": hi, "n_seeds": int(g["seed"].nunique()),
                     "n_runs": len(g), "n_episodes": int(g["n_episodes"].sum()), "n_tasks": len(tasks),
@@ -416,12 +422,7 @@ def reference_table(df: pd.DataFrame, by: str = "dataset", reps: int = 10000, se
     out = []
     for k, g in bc.groupby(key, sort=False):
         tasks = sorted(map(str, g["dataset_name"].unique()))
-        if len(tasks) > 1:
-            m, lo, hi = stratified_iqm_ci([g.loc[g["dataset_name"] == t, "score"] for t in tasks], reps=reps, seed=seed)
-            agg = "IQM"
-        else:
-            m, lo, hi = mean_ci(g["score"], reps=reps, seed=seed)
-            agg = "mean"
+        m, lo, hi, agg = family_aggregate(g, "dataset_name", tasks, reps=reps, seed=seed)
         out.append({"family": g["family"].iloc[0], "dataset": ";".join(tasks), "reference": "bc", "aggregate": agg,
                     "mean": m, "ci_low": lo, "ci_high": hi, "n_seeds": int(g["seed"].nunique()),
                     "n_tasks": len(tasks)})

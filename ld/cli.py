@@ -74,8 +74,6 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def _summary_table(res, cfg) -> str:
-    import numpy as np
-
     from ld.pipeline import bootstrap_ci
 
     df = res.frame
@@ -89,7 +87,7 @@ def _summary_table(res, cfg) -> str:
                      f"{g['normalized_score'].mean():>13.1f}{f'[{lo:.1f}, {hi:.1f}]':>18}"
                      f"{g['success'].mean():>9.0%}{g['plan_ms_per_decision'].mean():>9.1f}")
     info = res.dataset.info
-    behavior = float(np.mean(info.normalize(res.dataset.returns())))
+    behavior = res.dataset.behavior_score()
     lines.append("-" * len(header))
     lines.append(f"{'behavior data':<16}{len(res.dataset.episodes):>9}{res.dataset.returns().mean():>10.2f}"
                  f"{behavior:>13.1f}")

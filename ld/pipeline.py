@@ -128,8 +128,7 @@ def evaluate_trial(cfg: Config, ds: EpisodeDataset, artifacts: dict[str, Artifac
     if cfg.eval.bc_baseline:
         variants.append(("bc", lambda: bc_stage.BCPolicy(artifacts[bc_stage.NAME], device), {}))
     # the behavior data's mean normalized return, in every row: the reference a reader compares bars with
-    behavior = float(np.mean(ds.info.normalize(ds.returns()))) if ds.info.ref_min_score is not None else float("nan")
-    stage_cols = {**stage_cols, "behavior_score": behavior}
+    stage_cols = {**stage_cols, "behavior_score": ds.behavior_score()}
     if only is not None:
         variants = [v for v in variants if v[0] in only]
     for variant, make_policy, overrides in variants:

@@ -51,12 +51,26 @@ class DatasetInfo:
         extra.update({k: v for k, v in d.items() if k not in names})
         return cls(**known, extra=extra)
 
-    def normalize(self, score: np.ndarray | float) -> np.ndarray | float:
-        if self.ref_min_score is None or self.ref_max_score is None:
+    def references(self, limit: Optional[int] = None) -> tuple[Optional[float], Optional[float], bool]:
+        """(ref_min, ref_max, capped) for episodes of at most `limit` steps (None: the full episode).
+
+        The references are full-episode returns. For another length both are prorated by
+        limit / max_episode_steps (locomotion returns accrue at a roughly constant rate per step; for
+        sparse-reward mazes it is an approximation), and `capped` says the limit is below the full length.
+        """
+        lo, hi, full = self.ref_min_score, self.ref_max_score, self.max_episode_steps
+        capped = bool(full and limit is not None and limit < full)
+        if lo is None or hi is None or not full or limit is None or limit == full:
+            return lo, hi, capped
+        frac = limit / full  # also scales up for a run longer than the references' episodes
+        return lo * frac, hi * frac, capped
+
+    def normalize(self, score: np.ndarray | float, limit: Optional[int] = None) -> np.ndarray | float:
+        """100 * (R - ref_min) / (ref_max - ref_min), against references for episodes of `limit` steps."""
+        lo, hi, _ = self.references(limit)
+        if lo is None or hi is None:
             return np.nan * np.asarray(score, dtype=float)
-        return 100.0 * (np.asarray(score, dtype=float) - self.ref_min_score) / (
-            self.ref_max_score - self.ref_min_score
-        )
+        return 100.0 * (np.asarray(score, dtype=float) - lo) / (hi - lo)
 
 
 @dataclass
@@ -94,6 +108,10 @@ class EpisodeDataset:
 
     def returns(self) -> np.ndarray:
         return np.array([float(e.rewards.sum()) for e in self.episodes])
+
+    def behavior_score(self) -> float:
+        """The behavior data's mean normalized return (NaN without reference scores)."""
+        return float(np.mean(self.info.normalize(self.returns())))
 
     def initial_states(self) -> np.ndarray:
         return np.stack([e.observations[0] for e in self.episodes])

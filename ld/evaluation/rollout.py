@@ -6,7 +6,7 @@ environment step for every episode still running. Normalized scores use the data
 
 Those references are full-episode returns. An evaluation capped below the environment's own limit
 (`eval.max_steps`, the smoke preset) is normalized against references prorated to the same length
-(`reference_scores`), and every row records the limit it ran under (`episode_limit`, `capped`) and the
+(`DatasetInfo.references`), and every row records the limit it ran under (`episode_limit`, `capped`) and the
 references used, so a capped run never reads as a bad full-episode score.
 """
 
@@ -50,21 +50,6 @@ class EpisodeResult:
         return asdict(self)
 
 
-def reference_scores(info: DatasetInfo, limit: int) -> tuple[Optional[float], Optional[float], bool]:
-    """(ref_min, ref_max, capped) for episodes of at most `limit` steps.
-
-    Full-length references when `limit` reaches the environment's own episode length; below it, both are
-    prorated by limit / full length (returns of locomotion accrue at a roughly constant rate per step; for
-    sparse-reward mazes this is an approximation, which the `capped` column flags).
-    """
-    lo, hi, full = info.ref_min_score, info.ref_max_score, info.max_episode_steps
-    capped = bool(full and limit < full)
-    if lo is None or hi is None or not full or limit == full:
-        return lo, hi, capped
-    frac = limit / full  # also scales up for a run longer than the references' episodes
-    return lo * frac, hi * frac, capped
-
-
 def evaluate(
     policy: BatchPolicy,
     info: DatasetInfo,
@@ -102,11 +87,8 @@ def evaluate(
     plan_ms = getattr(policy, "plan_ms", 0.0) / decisions
     pred = getattr(policy, "pred_return", np.full(episodes, np.nan))
     energy = getattr(policy, "energy", np.full(episodes, np.nan))
-    lo, hi, capped = reference_scores(info, limit)
-    if lo is None or hi is None:
-        norm = np.full(episodes, np.nan)
-    else:
-        norm = 100.0 * (returns - lo) / (hi - lo)
+    lo, hi, capped = info.references(limit)
+    norm = np.asarray(info.normalize(returns, limit), dtype=float).reshape(-1)
     sps = float(lengths.sum() / wall) if wall > 0 else float("nan")
     nan = float("nan")
     return [

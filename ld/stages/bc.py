@@ -5,8 +5,8 @@ CORL's BC, written for ld: an MLP s_t -> a_t (2 x 256, ReLU) regressing standard
 BC serves every trial of a suite that shares the dataset and seed (an L, H, beta or K ablation trains it once).
 Training stops once the loss has converged -- the smoothed loss fell by less than 2% over the last 20% of
 training and over the last tenth of `bc.steps`, checked every `bc.steps / 50` steps after the first fifth --
-or at the cap `bc.steps`; the manifest keeps the
-loss curve, the steps run and `converged`, so an under-trained baseline is visible, not silent.
+or at the cap `bc.steps`; the manifest keeps the loss curve, the steps run and `converged`, so an under-trained
+baseline is visible, not silent.
 """
 
 from __future__ import annotations
