@@ -102,3 +102,37 @@ def test_sweep_against_the_cluster_without_the_auth_token_is_one_clear_error(hea
     assert f"cannot connect to the Ray cluster at {gcs}" in p.stderr and "RAY_AUTH_MODE=token" in p.stderr
     assert "Traceback" not in p.stderr
     assert not storage.exists()
+
+
+def test_sweep_on_a_machine_where_ray_runs_joins_that_cluster(head, tmp_path):
+    """`ray start --head` already ran here (every head node): `ld sweep` without --address joins it, as
+    `ray.init()` would, and uses its CPUs; it neither starts a second instance nor dies on num_cpus."""
+    _, client, gcs = head
+    maze = tmp_path / "umaze.hdf5"
+    p = subprocess.run([sys.executable, "-m", "ld.cli", "data", "make", "pointmaze-umaze", "--episodes", "6",
+                        "--out", str(maze)], capture_output=True, text=True, env=client, timeout=300)
+    assert p.returncode == 0, p.stderr
+    storage = tmp_path / "store"
+    env = {k: v for k, v in client.items() if k != "RAY_ADDRESS"}  # found the way ray.init() finds it
+    p = subprocess.run([sys.executable, "-m", "ld.cli", "sweep", str(ROOT / "sweeps" / "smoke.yaml"), "--storage",
+                        str(storage), "--set", f"dataset={maze}"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    port = gcs.rsplit(":", 1)[1]  # Ray reports the node's IP, not 127.0.0.1
+    assert "joined the running Ray cluster at " in p.stdout and f":{port} (" in p.stdout, p.stdout[-2000:]
+    assert "4 trials, 4 ok" in p.stdout, p.stdout[-2000:]
+    files = list((storage / "results" / "smoke").glob("trial=*.parquet"))
+    assert len(files) == 4 and sum(len(pd.read_parquet(f)) for f in files) == 16
+
+
+def test_num_cpus_with_a_running_cluster_is_one_clear_error(head, tmp_path):
+    _, client, gcs = head
+    env = {k: v for k, v in client.items() if k != "RAY_ADDRESS"}
+    storage = tmp_path / "store"
+    p = subprocess.run([sys.executable, "-m", "ld.cli", "sweep", str(ROOT / "sweeps" / "smoke.yaml"), "--storage",
+                        str(storage), "--num-cpus", "2"], capture_output=True, text=True, env=env, timeout=180)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "--num-cpus 2 cannot apply to the running Ray cluster at " in p.stderr, p.stderr
+    assert "Drop --num-cpus" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not storage.exists()

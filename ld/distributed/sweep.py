@@ -191,33 +191,75 @@ def _search_space(search: dict[str, Any]) -> dict[str, Any]:
     return space
 
 
+def running_local_cluster() -> Optional[str]:
+    """The address of a Ray cluster already running on this machine (`ray start --head`, a head node of
+    `ray up`), found the way `ray.init()` finds it: RAY_ADDRESS, else the last `ray start` recorded in Ray's
+    temp dir, if its GCS process is alive. None when there is none (ld sweep then starts its own)."""
+    from ray._private import services
+
+    try:
+        addr = services.canonicalize_bootstrap_address(None)
+        alive = services.find_gcs_addresses()
+    except Exception:  # a private API of Ray: if it moves, behave as before (start a local instance)
+        return None
+    if addr and (alive or os.environ.get("RAY_ADDRESS")):
+        return addr
+    return None
+
+
+def _connect_error(where: str, e: Exception):
+    from ld.config import ConfigError
+
+    auth = os.environ.get("RAY_AUTH_MODE", "")
+    return ConfigError(
+        f"cannot connect to the Ray cluster at {where} ({e}). Check the address with `ray status` on the "
+        "head; a cluster started by `ray start` enables token auth, so the client needs RAY_AUTH_MODE=token"
+        + (f" (it is {auth!r} here)" if auth else " (unset here)")
+        + " and, off the head node, RAY_AUTH_TOKEN_PATH set to a copy of the head's ~/.ray/auth_token "
+        "(or start the cluster with RAY_AUTH_MODE=disabled); without --address ld sweep starts a local "
+        "instance of its own")
+
+
 def _init_ray(address: Optional[str], num_cpus: Optional[int]) -> bool:
-    """Connect to Ray; True if this call started (and so should stop) it."""
+    """Connect to Ray; True if this call connected (and so should disconnect: `ray.shutdown()` stops only
+    an instance this call started, and leaves a joined cluster running).
+
+    With --address, inside `ray job submit`, or when a cluster is already running on this machine, ld sweep
+    joins it and uses that cluster's resources (a running cluster's CPUs cannot be set from a client, so
+    --num-cpus there is an error, not silently ignored). Otherwise it starts a local instance of its own."""
     import ray
 
     if ray.is_initialized():
         return False
     env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")}
-    if address or os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"):
-        # Inside `ray job submit` (or against a running cluster): address auto, the cluster's own CPUs.
-        try:
-            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
-        except ConnectionError as e:
+    join = address or os.environ.get("RAY_ADDRESS") or (
+        "auto" if os.environ.get("RAY_JOB_ID") else running_local_cluster())
+    if join:
+        if num_cpus is not None:
             from ld.config import ConfigError
 
-            where = address or os.environ.get("RAY_ADDRESS") or "auto"
-            auth = os.environ.get("RAY_AUTH_MODE", "")
             raise ConfigError(
-                f"cannot connect to the Ray cluster at {where} ({e}). Check the address with `ray status` on the "
-                "head; a cluster started by `ray start` enables token auth, so the client needs RAY_AUTH_MODE=token"
-                + (f" (it is {auth!r} here)" if auth else " (unset here)")
-                + " and, off the head node, RAY_AUTH_TOKEN_PATH set to a copy of the head's ~/.ray/auth_token "
-                "(or start the cluster with RAY_AUTH_MODE=disabled); without --address ld sweep starts a local "
-                "instance of its own") from None
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                 runtime_env={"env_vars": env}, log_to_driver=False)
+                f"--num-cpus {num_cpus} cannot apply to the running Ray cluster at {join}: a cluster's CPUs are set "
+                "when it starts (`ray start --num-cpus N`). Drop --num-cpus to use that cluster's CPUs, or stop it "
+                "(`ray stop`) to let ld sweep start a local instance of that size.")
+        try:
+            ray.init(address=join, runtime_env={"env_vars": env}, log_to_driver=False)
+        except ConnectionError as e:
+            raise _connect_error(join, e) from None
+        print(f"ld sweep: joined the running Ray cluster at {ray.get_runtime_context().gcs_address} "
+              f"({_resources()})", flush=True)
+        return True
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+             runtime_env={"env_vars": env}, log_to_driver=False)
+    print(f"ld sweep: started a local Ray instance ({_resources()})", flush=True)
     return True
+
+
+def _resources() -> str:
+    import ray
+
+    total = ray.cluster_resources()
+    return f"{int(total.get('CPU', 0))} CPUs, {int(total.get('GPU', 0))} GPUs, {len(ray.nodes())} nodes"
 
 
 def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, scale: str = "smoke",
