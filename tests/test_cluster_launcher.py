@@ -212,6 +212,37 @@ def test_cluster_yaml_and_cluster_local_yaml_share_their_setup():
     assert storage_free == [c for c in local["setup_commands"] if not c.startswith("mountpoint")]
 
 
+def _ray_sweep_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ray_sweep", ROOT / "scripts" / "ray_sweep.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_ray_sweep_script_resolves_the_suite_in_the_project_and_defaults_the_storage(tmp_path, monkeypatch):
+    """What ray submit hands the script, run from the head's home (not the project)."""
+    mod = _ray_sweep_script()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ld").mkdir()  # the folder that used to shadow the package
+    monkeypatch.setenv("LD_PROJECT", str(ROOT))
+    monkeypatch.setenv("LD_STORAGE", str(tmp_path / "store"))
+    argv = mod.build_argv(["ablations/figure5.yaml", "--scale", "paper"])
+    assert argv == ["sweep", str(ROOT / "ablations" / "figure5.yaml"), "--scale", "paper",
+                    "--storage", str(tmp_path / "store")]
+    assert mod.build_argv(["--", "sweeps/smoke.yaml", "--storage", "s3"]) == [
+        "sweep", str(ROOT / "sweeps" / "smoke.yaml"), "--storage", "s3"]
+    with pytest.raises(SystemExit, match="usage: ray submit"):
+        mod.build_argv(["--scale", "paper"])
+    # run as ray submit runs it: `python ~/ray_sweep.py ...` from a home holding a folder named ld
+    shutil.copy(ROOT / "scripts" / "ray_sweep.py", tmp_path / "ray_sweep.py")
+    p = subprocess.run([sys.executable, str(tmp_path / "ray_sweep.py"), "no/such/suite.yaml"], capture_output=True,
+                       text=True, cwd=tmp_path, env={**os.environ, "LD_PROJECT": str(ROOT)}, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert "no/such/suite.yaml" in p.stderr
+
+
 def test_ray_up_submit_exec_job_down(sshd, tmp_path):
     tmp, key, user = sshd
     ports = {"gcs": free_port(), "om": free_port(), "dash": free_port()}
