@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -136,7 +136,9 @@ class TrainConfig(_Strict):
 
     device: str = Field("cpu", description="'cpu', 'cuda' or 'auto'")
     num_workers: int = Field(1, gt=0)
-    use_gpu: bool = False
+    use_gpu: Union[bool, Literal["auto"]] = Field(
+        False, description="sweep trials as Ray Train worker groups with one GPU per worker: true, false, or 'auto' "
+        "= when the cluster has GPUs (the paper preset); `ld run` uses `device` instead")
     log_every: int = Field(200, gt=0)
     cpu_threads: Optional[int] = Field(
         None, ge=0, description="torch intra-op threads on CPU. null = what the process was given: "

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -144,12 +145,30 @@ def test_two_ddp_workers_match_one_worker_on_the_combined_batch(ray_local, tmp_p
 
 
 @pytest.mark.slow
-def test_smoke_grid_sweep_rows_and_shared_stages(ray_local, maze_file, tmp_path):
+def test_smoke_grid_sweep_rows_and_shared_stages(ray_local, maze_file, tmp_path, capsys):
+    from ray.tune import ExperimentAnalysis
+
     from ld.distributed import read_results, read_status, run_sweep
 
     storage = tmp_path / "store"
     s = run_sweep(SMOKE, storage=storage, scale="smoke", sets=[f"dataset={maze_file}"], checkpoint_every=20)
     assert (s.trials, s.ok, s.failed) == (4, 4, 0), s.render()
+    # live progress, one line per trial start and end, ending with all four done
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[ld sweep]")]
+    assert len(lines) == 8 and lines[-1].startswith("[ld sweep] 4/4 done, 0 running, 0 failed, 0 pending"), lines
+    # Tune's own table shows the knobs, not an index
+    tune_df = ExperimentAnalysis(str(storage / "tune" / "smoke")).dataframe()
+    assert sorted(zip(tune_df["config/beta"], tune_df["config/energy_loss"])) == [
+        (1.0, "contrastive"), (1.0, "emse"), (3.0, "contrastive"), (3.0, "emse")]
+    assert set(tune_df["config/latent_step"]) == {3} and set(tune_df["config/axis"]) == {"product"}
+    assert "config/trial_index" not in tune_df
+    # a loss curve per trial and stage: every logged point of the energy model (60 steps, logged every 50)
+    curves = list((storage / "tune" / "smoke").glob("*/progress.csv"))
+    assert len(curves) == 4
+    for progress_csv in curves:
+        progress = pd.read_csv(progress_csv)
+        curve = progress.loc[progress["stage"] == "energy", "train_loss"]
+        assert len(curve) == 2 and np.isfinite(curve).all(), progress_csv
     df = read_results(storage, "smoke")
     assert len(df) == 4 * 2 * 2  # 4 trials x 2 episodes x (guided planner + unguided prior)
     assert not df.duplicated(["trial_id", "variant", "episode"]).any()

@@ -106,13 +106,15 @@ class SweepStore(ArtifactStore):
     def __init__(self, root: str | Path, *, checkpointer: Optional[Checkpointer] = None,
                  checkpoint_every: int = 0, comm: Optional[Comm] = None,
                  wrap: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None,
-                 on_step: Optional[Callable[[str, int], None]] = None):
+                 on_step: Optional[Callable[[str, int], None]] = None,
+                 on_log: Optional[Callable[[str, int, float, dict[str, float]], None]] = None):
         super().__init__(root)
         self.checkpointer = checkpointer if checkpointer is not None else DirCheckpointer(self.root)
         self.checkpoint_every = checkpoint_every
         self.comm = comm
         self.wrap = wrap
         self.on_step = on_step
+        self.on_log = on_log
         self.runs: list[StageRun] = []
 
     @property
@@ -135,6 +137,8 @@ class SweepStore(ArtifactStore):
             hooks.all_reduce_mean = comm.all_reduce_mean
         if self.on_step is not None:
             hooks.on_step = lambda step: self.on_step(stage, step)
+        if self.on_log is not None:
+            hooks.on_log = lambda step, loss, terms: self.on_log(stage, step, loss, terms)
 
         def save(state: dict[str, Any]) -> None:
             if comm is not None and comm.world_size > 1:  # every rank's generator states, in one file

@@ -29,7 +29,7 @@ from ld.distributed import sink
 from ld.distributed.trial import TrialSummary, TrialTask
 
 from ld.distributed.cli import DEFAULT_STORAGE
-SEARCH_KEYS = ("metric", "mode", "samples", "space", "scheduler", "seed")
+SEARCH_KEYS = ("metric", "mode", "samples", "space", "seed")
 DOMAINS = ("uniform", "loguniform", "choice", "randint", "quniform")
 
 
@@ -46,6 +46,7 @@ class SweepSpec:
     kill_at: Optional[str] = None
     train_max_failures: int = 2
     run_id: str = ""  # this invocation of the sweep (status rows say which run wrote them)
+    cluster_gpus: float = 0.0  # GPUs of the cluster when the sweep started (train.use_gpu = "auto")
 
     def tasks(self, params: dict[str, Any]) -> list[TrialTask]:
         """What one Tune trial runs: a grid trial is one config x one seed; a search sample is the sampled
@@ -53,8 +54,8 @@ class SweepSpec:
         from ld.config import Config, _deep_merge
         from ld.suite import _override
 
-        if self.search is None:
-            t = self.trials[int(params["trial_index"])]
+        if self.search is None:  # "trial_index": Tune state saved before the param space carried the axes
+            t = self.trials[int(params["point"]["index"] if "point" in params else params["trial_index"])]
             points = [(t["config"], t["axis"], t["value"])]
         else:
             over: dict[str, Any] = {}
@@ -64,11 +65,90 @@ class SweepSpec:
             points = [(Config.model_validate(_deep_merge(t["config"], over)).model_dump(), "search", value)
                       for t in self.trials]  # the base point once per seed
         return [TrialTask(config=cfg, suite=self.suite, storage=self.storage, axis=axis, value=value,
-                          checkpoint_every=self.checkpoint_every, kill_at=self.kill_at) for cfg, axis, value in points]
+                          checkpoint_every=self.checkpoint_every, kill_at=self.kill_at, cluster_gpus=self.cluster_gpus,
+                          # a search's metric must be in every result Tune sees: losses only for grids
+                          report_losses=self.search is None)
+                for cfg, axis, value in points]
 
 
 def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+# What a grid trial shows in Tune's own views (progress table, ResultGrid.get_dataframe(), TensorBoard HParams):
+# the paper's knobs, not an index. Column name -> path in the trial's config.
+SHOWN = {"seed": "seed", "dataset": "dataset", "modeling": "modeling", "latent_step": "latent_step",
+         "horizon": "horizon", "beta": "beta", "diffusion_steps": "diffusion_steps",
+         "energy_target": "energy.target", "energy_loss": "energy.loss"}
+
+
+def tune_point(index: int, trial: dict[str, Any]) -> dict[str, Any]:
+    """One grid point of the Tune param space: the trial's index (what the trainable runs) with its axis and the
+    values of the paper's knobs."""
+    point: dict[str, Any] = {"index": index, "axis": trial["axis"], "value": str(trial["value"])}
+    for name, path in SHOWN.items():
+        v: Any = trial["config"]
+        for part in path.split("."):
+            v = v[part]
+        point[name] = Path(v).name if name == "dataset" and "/" in str(v) else v
+    return point
+
+
+def grid_param_space(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """A grid over the trial list whose top-level keys are the knobs (each resolved from the trial's point), so
+    Tune's table and dataframe have a `beta` or `latent_step` column rather than `trial_index`."""
+    from ray import tune
+
+    space: dict[str, Any] = {"point": tune.grid_search([tune_point(i, t) for i, t in enumerate(trials)])}
+    for name in ("axis", "value", *SHOWN):
+        space[name] = tune.sample_from(lambda spec, name=name: spec.config.point[name])
+    return space
+
+
+class SweepProgress:
+    """Live progress of a sweep on stdout, one line whenever a trial starts, finishes or fails: counts by state
+    and a time estimate (elapsed / finished x remaining, i.e. assuming the current throughput holds)."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.t0 = time.perf_counter()  # (no stream kept: Tune pickles its callbacks with the experiment state)
+
+    def line(self, trials, event=None, state: str = "") -> str:
+        """`event`'s trial is counted as `state` (Tune calls back before it updates the trial's status)."""
+        states = [state if t is event else t.status for t in trials]
+        done, failed = states.count("TERMINATED"), states.count("ERROR")
+        running = states.count("RUNNING")
+        pending = max(0, self.total - done - failed - running)
+        elapsed = time.perf_counter() - self.t0
+        finished = done + failed
+        eta = (f"~{_hms(elapsed / finished * (self.total - finished))} left" if 0 < finished < self.total
+               else "estimate after the first trial" if finished == 0 else "finished")
+        return (f"[ld sweep] {done}/{self.total} done, {running} running, {failed} failed, {pending} pending; "
+                f"{_hms(elapsed)} elapsed, {eta}")
+
+    def callback(self):
+        from ray import tune
+
+        progress = self
+
+        class _Callback(tune.Callback):
+            def on_trial_start(self, iteration, trials, trial, **info):
+                print(progress.line(trials, trial, "RUNNING"), flush=True)
+
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                print(progress.line(trials, trial, "TERMINATED"), flush=True)
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                print(progress.line(trials, trial, "ERROR"), flush=True)
+
+        return _Callback()
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -278,6 +358,9 @@ def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, 
     search = suite.search
     if search is not None:
         unknown = set(search) - set(SEARCH_KEYS)
+        if "scheduler" in search:
+            raise ConfigError("search.scheduler: removed. A trial reports its score once, when it ends, so an early-"
+                              "stopping scheduler (ASHA) has nothing to act on; delete the key")
         if unknown or "metric" not in search or "space" not in search:
             raise ConfigError(f"search: needs metric, mode, samples, space (allowed keys: {', '.join(SEARCH_KEYS)});"
                               f" got {sorted(search)}")
@@ -289,39 +372,34 @@ def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, 
     try:
         import ray
 
-        first = trials[0].config.train
-        distributed = first.num_workers > 1 or first.use_gpu
-        resources = {"CPU": 0.01} if distributed else {"CPU": 1}
-        trainable = tune.with_resources(tune.with_parameters(sweep_trial, spec=spec), resources)
+        from ld.distributed.resources import placement
+
+        total = ray.cluster_resources()
+        spec.cluster_gpus = float(total.get("GPU", 0))
+        where = placement(trials[0].config.train, spec.cluster_gpus)
+        trainable = tune.with_resources(tune.with_parameters(sweep_trial, spec=spec), where.trial_resources)
         if max_concurrent is None:
-            total = ray.cluster_resources()
-            per = (first.num_workers if distributed else 1)
-            pool = total.get("GPU", 0) if first.use_gpu else total.get("CPU", 1)
-            max_concurrent = max(1, int(pool // per))  # worker groups that fit the cluster at once
+            max_concurrent = where.max_concurrent(total)  # worker groups that fit the cluster at once
         exp_dir = Path(storage) / "tune" / suite.name
+        n_tune = len(trials) if search is None else int(search.get("samples", 8))
         run_config = tune.RunConfig(name=suite.name, storage_path=str(Path(storage) / "tune"),
                                     failure_config=tune.FailureConfig(max_failures=max_failures),
-                                    verbose=verbose)
+                                    verbose=verbose, callbacks=[SweepProgress(n_tune).callback()])
         restored = bool(resume and tune.Tuner.can_restore(str(exp_dir)))
         if restored:
             tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, restart_errored=True)
         else:
             if search is None:
-                param_space = {"trial_index": tune.grid_search(list(range(len(trials))))}
+                param_space = grid_param_space(spec_trials)
                 tune_config = tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=False,
                                               trial_dirname_creator=lambda t: f"{t.trial_id}")
             else:
                 from ray.tune.search.optuna import OptunaSearch
 
                 param_space = _search_space(search)
-                scheduler = None
-                if search.get("scheduler") == "asha":
-                    from ray.tune.schedulers import ASHAScheduler
-
-                    scheduler = ASHAScheduler(grace_period=1)
                 tune_config = tune.TuneConfig(
                     metric=search["metric"], mode=search.get("mode", "max"),
-                    search_alg=OptunaSearch(seed=search.get("seed", 0)), scheduler=scheduler,
+                    search_alg=OptunaSearch(seed=search.get("seed", 0)),
                     num_samples=int(search.get("samples", 8)), max_concurrent_trials=max_concurrent,
                     reuse_actors=False, trial_dirname_creator=lambda t: f"{t.trial_id}")
             tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)

@@ -111,7 +111,7 @@ def train_trial_per_worker(config: dict[str, Any]) -> None:
     task = TrialTask(**config["task"])
     ctx = ray.train.get_context()
     comm = TorchComm()
-    use_gpu = task.cfg.train.use_gpu
+    use_gpu = task.placement.use_gpu
     device = ray.train.torch.get_device() if use_gpu else torch.device("cpu")
     execute_trial(task, comm=comm, wrap=ddp_wrap, checkpointer=RayTrainCheckpointer(ctx.get_world_rank()),
                   device=device, node_id=ray.get_runtime_context().get_node_id())
@@ -122,18 +122,14 @@ def run_with_ray_train(task: TrialTask, *, max_failures: int = 2, timeout_s: int
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    t = task.cfg.train
-    per_worker = {"CPU": 0.99}  # the Tune trial itself holds 0.01 CPU: no deadlock on small machines
-    if t.use_gpu:
-        per_worker["GPU"] = 1
+    where = task.placement  # worker count and per-worker CPU/GPU: ld.distributed.resources
     name = f"{task.suite}-{task.trial_id}-seed{task.seed}"
     trainer = TorchTrainer(
         train_trial_per_worker,
         train_loop_config={"task": task.__dict__},
         # A rank waits on a broadcast while another trial trains a shared stage it needs: allow hours.
-        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo", timeout_s=timeout_s),
-        scaling_config=ray.train.ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
-                                               resources_per_worker=per_worker),
+        torch_config=TorchConfig(backend="nccl" if where.use_gpu else "gloo", timeout_s=timeout_s),
+        scaling_config=where.scaling_config(),
         run_config=ray.train.RunConfig(
             name=name, storage_path=str(Path(task.storage) / "train"),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),

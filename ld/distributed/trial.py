@@ -36,6 +36,8 @@ class TrialTask:
     checkpoint_every: int = 0
     kill_at: Optional[str] = None  # fault injection for tests: "stage:step[:rank]" -> SIGKILL once
     progress: bool = False
+    cluster_gpus: float = 0.0  # GPUs of the cluster when the sweep started: resolves train.use_gpu = "auto"
+    report_losses: bool = False  # report training losses to the Tune trial as they are logged (in-process path)
 
     @property
     def cfg(self) -> Config:
@@ -52,9 +54,15 @@ class TrialTask:
         return int(self.config["seed"])
 
     @property
+    def placement(self):
+        from ld.distributed.resources import placement
+
+        return placement(self.cfg.train, self.cluster_gpus)
+
+    @property
     def distributed(self) -> bool:
-        t = self.cfg.train
-        return t.num_workers > 1 or t.use_gpu
+        """A Ray Train worker group (several workers, or GPUs) rather than the in-process path."""
+        return self.placement.worker_group
 
     @property
     def artifacts(self) -> Path:
@@ -127,6 +135,21 @@ def fault_injector(task: TrialTask, rank: int) -> Optional[Callable[[str, int], 
     return on_step
 
 
+def tune_loss_reporter() -> Callable[[str, int, float, dict[str, float]], None]:
+    """Each logged training loss of a stage as an intermediate Tune result (`loss/<stage>`, with the stage's
+    own step), so TensorBoard and Tune's progress files hold a loss curve per trial and stage. The trial's
+    final report (scores, timings) follows as the last result."""
+    from ray import tune
+
+    def report(stage: str, step: int, loss: float, terms: dict[str, float]) -> None:
+        # the same keys in every result (Tune's progress.csv takes its columns from the first one), plus a
+        # per-stage key so that TensorBoard draws one curve per stage
+        tune.report({"stage": stage, "stage_step": step, "train_loss": loss, f"loss/{stage}": loss,
+                     **{f"loss/{stage}/{k}": v for k, v in terms.items()}})
+
+    return report
+
+
 def execute_trial(task: TrialTask, *, comm: Optional[Comm] = None,
                   wrap: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None,
                   checkpointer: Optional[Checkpointer] = None,
@@ -144,7 +167,8 @@ def execute_trial(task: TrialTask, *, comm: Optional[Comm] = None,
     ds = load_dataset(cfg.dataset)
     data_s = time.perf_counter() - t1
     store = SweepStore(task.artifacts, checkpointer=checkpointer, checkpoint_every=task.checkpoint_every,
-                       comm=comm, wrap=wrap, on_step=fault_injector(task, rank))
+                       comm=comm, wrap=wrap, on_step=fault_injector(task, rank),
+                       on_log=tune_loss_reporter() if task.report_losses and comm is None else None)
     artifacts, records = train_stages(cfg, ds, store, device, task.progress)
     if rank != 0:
         return None

@@ -14,7 +14,8 @@ worker). With no hooks the loop is exactly the plain single-process loop. Hooks 
 - mid-stage checkpoints: every `checkpoint_every` steps `save(state)` receives model + optimizer + step +
   generator states + loss bookkeeping; at start `restore()` may return such a state, and the loop continues
   from it, bit-for-bit as if it had never stopped;
-- `on_step(step)` (fault injection in tests) and `loop_seconds` accounting (time spent inside loops).
+- `on_step(step)` (fault injection in tests), `on_log(step, loss, terms)` at every logged point (a sweep
+  trial reports it to Tune: a loss curve per stage) and `loop_seconds` accounting (time inside loops).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class TrainHooks:
     save: Optional[Callable[[dict[str, Any]], None]] = None
     restore: Optional[Callable[[], Optional[dict[str, Any]]]] = None
     on_step: Optional[Callable[[int], None]] = None
+    # at every logged point, on rank 0: (step, smoothed loss, the loss terms) -> e.g. Tune's live loss curves
+    on_log: Optional[Callable[[int, float, dict[str, float]], None]] = None
     loop_seconds: float = 0.0  # accumulated over every loop run under these hooks
     resumed_from: list[int] = field(default_factory=list)  # steps restored from (for tests and logs)
 
@@ -219,6 +222,8 @@ def train_loop(
             history.append((step + 1, smoothed))
             bar.set_postfix(loss=f"{smoothed:.4g}")
             last_metrics = {k: float(v) for k, v in metrics.items()}
+            if hooks is not None and hooks.on_log is not None and rank == 0:
+                hooks.on_log(step + 1, smoothed, last_metrics)
             if until is not None and step + 1 < steps and until(history):
                 steps_run = step + 1
                 break
