@@ -39,7 +39,7 @@ def head(tmp_path_factory):
     port, dash = free_port(), free_port()
     proc = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
                              "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port",
-                             str(dash), "--disable-usage-stats", "--temp-dir", str(tmp)],
+                             str(dash), "--disable-usage-stats"],  # its temp dir: RAY_TMPDIR, as a user's `ray start`
                             stdout=open(base / "head.log", "w"), stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
     client = {**env, "RAY_AUTH_MODE": "token"}  # the client side of Ray's token auth (RAY-NOTES.md)

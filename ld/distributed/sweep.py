@@ -335,6 +335,41 @@ def _init_ray(address: Optional[str], num_cpus: Optional[int]) -> bool:
     return True
 
 
+def logger_callbacks(names: list[str], suite: str, storage: str) -> list[Any]:
+    """Ray's own W&B / MLflow logger callbacks for `--logger`: each Tune trial becomes a run whose params are the
+    trial's knobs (the grid's top-level params) and whose metrics are every result it reports (loss curves,
+    then the scores)."""
+    from ld.config import ConfigError
+
+    out = []
+    for name in dict.fromkeys(names):
+        try:
+            if name == "wandb":
+                import wandb  # noqa: F401
+                from ray.air.integrations.wandb import WandbLoggerCallback
+
+                # the run is opened in a Ray actor, which does not see this process's environment: pass on
+                # WANDB_MODE (offline / disabled) and WANDB_DIR explicitly
+                init = {k: os.environ[v] for k, v in (("mode", "WANDB_MODE"), ("dir", "WANDB_DIR")) if os.environ.get(v)}
+                out.append(WandbLoggerCallback(project=os.environ.get("WANDB_PROJECT") or f"ld-{suite}",
+                                               group=suite, log_config=True, **init))
+            elif name == "mlflow":
+                import mlflow  # noqa: F401
+                from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+                uri = os.environ.get("MLFLOW_TRACKING_URI")
+                if not uri:  # a file store next to the results (MLflow 3 asks to opt in to file stores)
+                    uri = (Path(storage) / "mlruns").as_uri()
+                    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+                out.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=suite))
+            else:
+                raise ConfigError(f"--logger {name!r}: allowed are wandb, mlflow")
+        except ImportError as e:
+            raise ConfigError(f"--logger {name} needs the {name} package ({e}); install it with "
+                              f"`pip install 'ld[loggers]'` (or `pip install {name}`)") from None
+    return out
+
+
 def _resources() -> str:
     import ray
 
@@ -345,7 +380,8 @@ def _resources() -> str:
 def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, scale: str = "smoke",
               sets: Optional[list[str]] = None, resume: bool = False, max_concurrent: Optional[int] = None,
               num_cpus: Optional[int] = None, address: Optional[str] = None, max_failures: int = 3,
-              checkpoint_every: int = 200, kill_at: Optional[str] = None, verbose: int = 0) -> SweepSummary:
+              checkpoint_every: int = 200, kill_at: Optional[str] = None, verbose: int = 0,
+              loggers: Optional[list[str]] = None) -> SweepSummary:
     from ray import tune
 
     from ld.config import ConfigError
@@ -366,6 +402,7 @@ def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, 
                               f" got {sorted(search)}")
     spec = SweepSpec(suite=suite.name, storage=storage, trials=spec_trials, search=search, resume=resume,
                      checkpoint_every=checkpoint_every, kill_at=kill_at, run_id=uuid.uuid4().hex[:12])
+    callbacks = logger_callbacks(loggers or [], suite.name, storage)  # a missing package fails before Ray starts
     t0 = time.perf_counter()
     before = _manifests(Path(storage) / "artifacts")
     started = _init_ray(address, num_cpus)
@@ -384,7 +421,7 @@ def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, 
         n_tune = len(trials) if search is None else int(search.get("samples", 8))
         run_config = tune.RunConfig(name=suite.name, storage_path=str(Path(storage) / "tune"),
                                     failure_config=tune.FailureConfig(max_failures=max_failures),
-                                    verbose=verbose, callbacks=[SweepProgress(n_tune).callback()])
+                                    verbose=verbose, callbacks=[SweepProgress(n_tune).callback(), *callbacks])
         restored = bool(resume and tune.Tuner.can_restore(str(exp_dir)))
         if restored:
             tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, restart_errored=True)
