@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 import torch
 
 from ld.stages.training import TrainHooks, train_loop
@@ -151,7 +152,8 @@ def test_smoke_grid_sweep_rows_and_shared_stages(ray_local, maze_file, tmp_path,
     from ld.distributed import read_results, read_status, run_sweep
 
     storage = tmp_path / "store"
-    s = run_sweep(SMOKE, storage=storage, scale="smoke", sets=[f"dataset={maze_file}"], checkpoint_every=20)
+    s = run_sweep(SMOKE, storage=storage, scale="smoke", sets=[f"dataset={maze_file}"], checkpoint_every=20,
+                  loggers=["mlflow"])
     assert (s.trials, s.ok, s.failed) == (4, 4, 0), s.render()
     # live progress, one line per trial start and end, ending with all four done
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[ld sweep]")]
@@ -169,6 +171,18 @@ def test_smoke_grid_sweep_rows_and_shared_stages(ray_local, maze_file, tmp_path,
         progress = pd.read_csv(progress_csv)
         curve = progress.loc[progress["stage"] == "energy", "train_loss"]
         assert len(curve) == 2 and np.isfinite(curve).all(), progress_csv
+    # --logger mlflow: a run per trial in the local file store, the knobs as params, the loss curve as history
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=(storage / "mlruns").as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    assert len(runs) == 4
+    assert sorted((r.data.params["beta"], r.data.params["energy_loss"]) for r in runs) == [
+        ("1.0", "contrastive"), ("1.0", "emse"), ("3.0", "contrastive"), ("3.0", "emse")]
+    for r in runs:
+        assert len(client.get_metric_history(r.info.run_id, "train_loss")) >= 2  # energy, at least
+        assert "normalized_score" in r.data.metrics
+
     df = read_results(storage, "smoke")
     assert len(df) == 4 * 2 * 2  # 4 trials x 2 episodes x (guided planner + unguided prior)
     assert not df.duplicated(["trial_id", "variant", "episode"]).any()

@@ -24,11 +24,9 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
     p.add_argument("--address", default=None,
                    help="Ray cluster address (default: a local instance, or the job's cluster under ray job submit)")
-    p.add_argument("--logger", dest="loggers", action="append", default=[], choices=("wandb", "mlflow"),
+    p.add_argument("--logger", dest="loggers", action="append", default=[], choices=("mlflow",),
                    help="also log every trial (its knobs as params, its losses and scores as metrics) through Ray's "
-                        "own logger callback: wandb (project $WANDB_PROJECT or ld-<suite>; WANDB_MODE=offline "
-                        "works without an account) or mlflow ($MLFLOW_TRACKING_URI, default <storage>/mlruns); "
-                        "repeatable")
+                        "own MLflow logger callback ($MLFLOW_TRACKING_URI, default a file store <storage>/mlruns)")
     p.add_argument("--max-failures", type=int, default=3, help="retries of a failed trial (and of a worker group)")
     p.add_argument("--checkpoint-every", type=int, default=200, help="mid-stage checkpoint interval (steps)")
     p.add_argument("--inject-kill", default=None, help=argparse.SUPPRESS)  # tests: "stage:step[:rank]"

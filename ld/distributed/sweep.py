@@ -336,24 +336,16 @@ def _init_ray(address: Optional[str], num_cpus: Optional[int]) -> bool:
 
 
 def logger_callbacks(names: list[str], suite: str, storage: str) -> list[Any]:
-    """Ray's own W&B / MLflow logger callbacks for `--logger`: each Tune trial becomes a run whose params are the
+    """Ray's own logger callbacks for `--logger` (MLflow): each Tune trial becomes a run whose params are the
     trial's knobs (the grid's top-level params) and whose metrics are every result it reports (loss curves,
-    then the scores)."""
+    then the scores). (W&B through Ray's WandbLoggerCallback was tried and left out: in offline mode on a
+    local cluster its logging actors never finished and the trials reported nothing.)"""
     from ld.config import ConfigError
 
     out = []
     for name in dict.fromkeys(names):
         try:
-            if name == "wandb":
-                import wandb  # noqa: F401
-                from ray.air.integrations.wandb import WandbLoggerCallback
-
-                # the run is opened in a Ray actor, which does not see this process's environment: pass on
-                # WANDB_MODE (offline / disabled) and WANDB_DIR explicitly
-                init = {k: os.environ[v] for k, v in (("mode", "WANDB_MODE"), ("dir", "WANDB_DIR")) if os.environ.get(v)}
-                out.append(WandbLoggerCallback(project=os.environ.get("WANDB_PROJECT") or f"ld-{suite}",
-                                               group=suite, log_config=True, **init))
-            elif name == "mlflow":
+            if name == "mlflow":
                 import mlflow  # noqa: F401
                 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
@@ -363,7 +355,7 @@ def logger_callbacks(names: list[str], suite: str, storage: str) -> list[Any]:
                     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
                 out.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=suite))
             else:
-                raise ConfigError(f"--logger {name!r}: allowed are wandb, mlflow")
+                raise ConfigError(f"--logger {name!r}: allowed is mlflow")
         except ImportError as e:
             raise ConfigError(f"--logger {name} needs the {name} package ({e}); install it with "
                               f"`pip install 'ld[loggers]'` (or `pip install {name}`)") from None

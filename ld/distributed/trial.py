@@ -145,7 +145,7 @@ def tune_loss_reporter() -> Callable[[str, int, float, dict[str, float]], None]:
         # the same keys in every result (Tune's progress.csv takes its columns from the first one), plus a
         # per-stage key so that TensorBoard draws one curve per stage
         tune.report({"stage": stage, "stage_step": step, "train_loss": loss, f"loss/{stage}": loss,
-                     **{f"loss/{stage}/{k}": v for k, v in terms.items()}})
+                     **{f"loss/{stage}.{k}": v for k, v in terms.items()}})
 
     return report
 
