@@ -65,12 +65,18 @@ def head(tmp_path_factory):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_job_submit_runs_the_smoke_sweep(head, tmp_path):
-    address, client, _ = head
-    maze = tmp_path / "umaze.hdf5"
+@pytest.fixture(scope="module")
+def maze(head, tmp_path_factory) -> Path:
+    """The tiny built-in maze every sweep of this module trains on (made once)."""
+    path = tmp_path_factory.mktemp("data") / "umaze.hdf5"
     p = subprocess.run([sys.executable, "-m", "ld.cli", "data", "make", "pointmaze-umaze", "--episodes", "6",
-                        "--out", str(maze)], capture_output=True, text=True, env=client, timeout=300)
+                        "--out", str(path)], capture_output=True, text=True, env=head[1], timeout=300)
     assert p.returncode == 0, p.stderr
+    return path
+
+
+def test_job_submit_runs_the_smoke_sweep(head, maze, tmp_path):
+    address, client, _ = head
     work = tmp_path / "job"
     (work / "sweeps").mkdir(parents=True)
     shutil.copy(ROOT / "sweeps" / "smoke.yaml", work / "sweeps" / "smoke.yaml")
@@ -104,14 +110,10 @@ def test_sweep_against_the_cluster_without_the_auth_token_is_one_clear_error(hea
     assert not storage.exists()
 
 
-def test_sweep_on_a_machine_where_ray_runs_joins_that_cluster(head, tmp_path):
+def test_sweep_on_a_machine_where_ray_runs_joins_that_cluster(head, maze, tmp_path):
     """`ray start --head` already ran here (every head node): `ld sweep` without --address joins it, as
     `ray.init()` would, and uses its CPUs; it neither starts a second instance nor dies on num_cpus."""
     _, client, gcs = head
-    maze = tmp_path / "umaze.hdf5"
-    p = subprocess.run([sys.executable, "-m", "ld.cli", "data", "make", "pointmaze-umaze", "--episodes", "6",
-                        "--out", str(maze)], capture_output=True, text=True, env=client, timeout=300)
-    assert p.returncode == 0, p.stderr
     storage = tmp_path / "store"
     env = {k: v for k, v in client.items() if k != "RAY_ADDRESS"}  # found the way ray.init() finds it
     p = subprocess.run([sys.executable, "-m", "ld.cli", "sweep", str(ROOT / "sweeps" / "smoke.yaml"), "--storage",
