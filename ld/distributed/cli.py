@@ -21,9 +21,11 @@ def add_sweep_parser(sub) -> None:
                    help="trials at once (default: cluster CPUs (GPUs) // workers per trial)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of every trial, e.g. --set dataset=maze.hdf5 (repeatable)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
+    p.add_argument("--num-cpus", type=int, default=None,
+                   help="CPUs of the local Ray instance ld sweep starts (default: all); an error with a running cluster")
     p.add_argument("--address", default=None,
-                   help="Ray cluster address (default: a local instance, or the job's cluster under ray job submit)")
+                   help="Ray cluster address (default: the job's cluster under ray job submit, else a Ray already "
+                        "running on this machine, e.g. after `ray start --head`, else a new local instance)")
     p.add_argument("--logger", dest="loggers", action="append", default=[], choices=("mlflow",),
                    help="also log every trial (its knobs as params, its losses and scores as metrics) through Ray's "
                         "own MLflow logger callback ($MLFLOW_TRACKING_URI, default a file store <storage>/mlruns)")
