@@ -76,7 +76,7 @@ def install_ssh() -> str | None:
 def sh(*args, env=None, timeout=600, check=True) -> subprocess.CompletedProcess:
     p = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, timeout=timeout)
     if check:
-        assert p.returncode == 0, f"{' '.join(map(str, args[:4]))} exited {p.returncode}:\n" + (p.stdout + p.stderr)[-int(os.environ.get("LD_TEST_TAIL", 5000)):]
+        assert p.returncode == 0, f"{' '.join(map(str, args[:4]))} exited {p.returncode}:\n" + (p.stdout + p.stderr)[-5000:]
     return p
 
 
@@ -291,7 +291,7 @@ def test_ray_up_submit_exec_job_down(sshd, tmp_path):
             if p.returncode == 0 or "No available agent to submit job" not in p.stdout + p.stderr:
                 break
             time.sleep(5)
-        assert p.returncode == 0, (p.stdout + p.stderr)[-int(os.environ.get("LD_TEST_TAIL", 5000)):]
+        assert p.returncode == 0, (p.stdout + p.stderr)[-5000:]
         assert "4 trials, 4 ok" in p.stdout and "succeeded" in p.stdout, p.stdout[-3000:]
         smoke = pd.read_parquet(storage / "results" / "smoke")
         assert smoke["trial_id"].nunique() == 4 and len(smoke) == 16

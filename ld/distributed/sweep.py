@@ -76,7 +76,7 @@ def _fmt(v: Any) -> str:
 
 
 # What a grid trial shows in Tune's own views (progress table, ResultGrid.get_dataframe(), TensorBoard HParams):
-# the paper's knobs, not an index. Column name -> path in the trial's config.
+# the paper's knobs, not an index. Column name -> the config's dotted key (Config.flat()).
 SHOWN = {"seed": "seed", "dataset": "dataset", "modeling": "modeling", "latent_step": "latent_step",
          "horizon": "horizon", "beta": "beta", "diffusion_steps": "diffusion_steps",
          "energy_target": "energy.target", "energy_loss": "energy.loss"}
@@ -85,12 +85,12 @@ SHOWN = {"seed": "seed", "dataset": "dataset", "modeling": "modeling", "latent_s
 def tune_point(index: int, trial: dict[str, Any]) -> dict[str, Any]:
     """One grid point of the Tune param space: the trial's index (what the trainable runs) with its axis and the
     values of the paper's knobs."""
+    from ld.config import flatten
+
+    flat = flatten(trial["config"])
     point: dict[str, Any] = {"index": index, "axis": trial["axis"], "value": str(trial["value"])}
-    for name, path in SHOWN.items():
-        v: Any = trial["config"]
-        for part in path.split("."):
-            v = v[part]
-        point[name] = Path(v).name if name == "dataset" and "/" in str(v) else v
+    for name, key in SHOWN.items():
+        point[name] = Path(flat[key]).name if name == "dataset" and "/" in str(flat[key]) else flat[key]
     return point
 
 
@@ -273,8 +273,9 @@ def _search_space(search: dict[str, Any]) -> dict[str, Any]:
 
 def running_local_cluster() -> Optional[str]:
     """The address of a Ray cluster already running on this machine (`ray start --head`, a head node of
-    `ray up`), found the way `ray.init()` finds it: RAY_ADDRESS, else the last `ray start` recorded in Ray's
-    temp dir, if its GCS process is alive. None when there is none (ld sweep then starts its own)."""
+    `ray up`), found the way `ray.init()` finds it: the last `ray start` recorded in Ray's temp dir, if its
+    GCS process is alive. None when there is none (ld sweep then starts its own). (RAY_ADDRESS is read by the
+    caller first.)"""
     from ray._private import services
 
     try:
@@ -282,9 +283,7 @@ def running_local_cluster() -> Optional[str]:
         alive = services.find_gcs_addresses()
     except Exception:  # a private API of Ray: if it moves, behave as before (start a local instance)
         return None
-    if addr and (alive or os.environ.get("RAY_ADDRESS")):
-        return addr
-    return None
+    return addr if addr and alive else None
 
 
 def _connect_error(where: str, e: Exception):
