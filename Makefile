@@ -1,5 +1,5 @@
 # Two targets users need: `make run` (set up what is missing, run the pipeline on the built-in maze) and
-# `make test` (set up what is missing, run the test suite). Both are idempotent: the venv is rebuilt only
+# `make test` (set up what is missing, lint, run the test suite). Both are idempotent: the venv is rebuilt only
 # when pyproject.toml changes.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -22,6 +22,7 @@ run: setup
 	$(VENV)/bin/ld run $(ARGS)
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q $(ARGS)
 
 clean:

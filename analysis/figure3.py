@@ -34,13 +34,12 @@ SUITE = os.environ.get("LD_SUITE", "figure3")
 REPS = int(os.environ.get("LD_BOOTSTRAP_REPS", "10000"))
 
 # %%
-import pandas as pd
-
 from ld import analysis as A
 
 df = A.load_results(RESULTS, SUITE)
 print(f"{len(df)} episode rows, {df['trial_id'].nunique()} trials, seeds {sorted(df['seed'].unique())}")
-df.groupby(["dataset_name", "modeling", "energy.target", "energy.loss", "variant"])["normalized_score"].agg(["count", "mean"]).round(1)
+keys = ["dataset_name", "modeling", "energy.target", "energy.loss", "variant"]
+df.groupby(keys)["normalized_score"].agg(["count", "mean"]).round(1)
 
 # %% [markdown]
 # ## Per task (mean over seeds)

@@ -32,8 +32,6 @@ SUITE = os.environ.get("LD_SUITE", "figure5")
 REPS = int(os.environ.get("LD_BOOTSTRAP_REPS", "10000"))
 
 # %%
-import pandas as pd
-
 from ld import analysis as A
 
 df = A.load_results(RESULTS, SUITE)

@@ -33,8 +33,9 @@ import numpy as np
 import pandas as pd
 
 from _common import finish, machine  # noqa: E402  (bench/ is on sys.path when run as a script)
+from ld.analysis.stats import bootstrap_ci
 from ld.config import resolve
-from ld.pipeline import bootstrap_ci, run_trial
+from ld.pipeline import run_trial
 
 DEFAULT_DATASETS = ("builtin:halfcheetah-medium-expert", "builtin:halfcheetah-medium-replay",
                     "builtin:pointmaze-umaze")
@@ -131,9 +132,9 @@ def refresh_bc(df: pd.DataFrame, cfg, args, path: Path) -> pd.DataFrame:
 
     from ld.data import load_dataset
     from ld.pipeline import evaluate_trial
-    from ld.stages import bc as bc_stage
+    from ld.stages import dag
     from ld.stages.artifact import ArtifactStore
-    from ld.stages.common import StageInputs
+    from ld.stages.common import StageInputs, build_stage
 
     old = df[df.variant == "bc"]
     if old.empty or not cfg.eval.bc_baseline:
@@ -142,10 +143,10 @@ def refresh_bc(df: pd.DataFrame, cfg, args, path: Path) -> pd.DataFrame:
         return df  # a converged BC stays: retraining it to a new cap would not change the baseline
     ds = load_dataset(cfg.dataset)
     inputs = StageInputs(dataset=ds, store=ArtifactStore(args.out / "artifacts"), progress=False)
-    art = bc_stage.run(cfg, inputs)
+    art = build_stage(dag.BC, cfg, inputs)
     if (old["stage.bc.key"] == art.key).all():
         return df
-    new = evaluate_trial(cfg, ds, {bc_stage.NAME: art}, inputs.records, torch.device("cpu"), progress=False,
+    new = evaluate_trial(cfg, ds, {dag.BC.name: art}, inputs.records, torch.device("cpu"), progress=False,
                          only={"bc"}).sort_values("episode").reset_index(drop=True)
     old = old.sort_values("episode").reset_index(drop=True)
     for col in df.columns:  # the other stages' columns, as the trial recorded them
@@ -172,7 +173,7 @@ def run_one(spec: str, seed: int, beta: float | None, args) -> pd.DataFrame:
     _write(df, path)
     print(f"[guidance_gain] {spec} seed {seed} beta {cfg.beta}: " + ", ".join(
         f"{v}={g['normalized_score'].mean():.1f}" for v, g in df.groupby("variant"))
-        + f" ({sum(r.wall_time_s for r in res.records) + sum(res.timings.values()):.0f} s)",
+        + f" ({sum(r.wall_s for r in res.records) + sum(res.timings.values()):.0f} s)",
         file=sys.stderr, flush=True)
     return df
 

@@ -8,7 +8,7 @@ DDPM-100, DDIM-{10,20} and DPM-Solver++-{10,20} (one trained model serves every 
   over repeated calls, for the eager planner and for the fast path (`Planner(fast=True)`: static shapes and
   buffers; a CUDA graph on GPU, the same code eagerly on CPU);
 * score: normalized score over --episodes evaluation episodes (the same environment seeds for every
-  sampler), mean with a 95% bootstrap CI (`ld.pipeline.bootstrap_ci`).
+  sampler), mean with a 95% bootstrap CI (`ld.analysis.stats.bootstrap_ci`).
 
 Target: DPM-Solver++ at 10 steps is >= 8x faster than DDPM-100 per decision and its mean score lies inside
 DDPM-100's CI.
@@ -30,10 +30,11 @@ import numpy as np
 import torch
 
 from _common import finish, machine  # noqa: E402  (bench/ is on sys.path when run as a script)
+from ld.analysis.stats import bootstrap_ci
 from ld.config import resolve
 from ld.data import load_dataset
 from ld.evaluation.rollout import evaluate
-from ld.pipeline import bootstrap_ci, setup_torch, train_stages
+from ld.pipeline import setup_torch, train_stages
 from ld.planning.planner import Planner, RecedingHorizonPolicy
 from ld.stages.artifact import ArtifactStore
 
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
     ds = load_dataset(cfg.dataset)
     artifacts, records = train_stages(cfg, ds, ArtifactStore(args.out / "artifacts"), device, progress=False)
     report["training"] = {"wall_s": round(time.perf_counter() - t0, 2),
-                          "stages": {r.stage: {"reused": r.reused, "wall_s": r.wall_time_s} for r in records}}
+                          "stages": {r.stage: {"reused": r.reused, "wall_s": r.wall_s} for r in records}}
     K = cfg.diffusion_steps
     report["model"] = {"diffusion_steps": K, "horizon": cfg.horizon, "latent_step": cfg.latent_step,
                        "prior_params": None, "guidance_scale": cfg.guidance_scale, "beta": cfg.beta,

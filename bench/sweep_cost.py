@@ -28,7 +28,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-
 from _common import finish, machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from ld.data import load_dataset
 from ld.pipeline import evaluate_trial, setup_torch, train_stages
@@ -42,18 +41,15 @@ def dry_count(trials) -> dict:
     """Stage runs with and without the cache from the stage keys alone (no training): a stage's identity is
     its name, the config fields it reads and everything upstream of it (the content key's ingredients,
     minus the dataset fingerprint, which all trials share)."""
-    from ld.config import subset
-    from ld.pipeline import stage_plan
-    from ld.stages import vae as vae_stage
+    from ld.stages import dag
 
     seen, walked = set(), 0
     for t in trials:
-        cfg, chain = t.config, ()
-        for stage in stage_plan(cfg):
-            reads = vae_stage.RAW_READS if (stage is vae_stage and cfg.modeling == "raw") else stage.READS
-            ident = (stage.stage_name(cfg), json.dumps(subset(cfg, reads), sort_keys=True, default=str),
-                     cfg.seed, chain)
-            chain = chain + (ident,)
+        cfg, ids = t.config, {}
+        for stage in dag.plan(cfg):
+            ident = (stage.name, json.dumps(stage.key_config(cfg), sort_keys=True, default=str), cfg.seed,
+                     tuple(ids[r] for r in stage.upstream))
+            ids[stage.role] = ident
             seen.add(ident)
             walked += 1
     return {"trials": len(trials), "stage_runs_cached": len(seen), "stage_runs_uncached": walked,

@@ -45,7 +45,7 @@ def stage_throughput(cfg, ds, device, root: Path, bf16: bool) -> dict:
     batch = {"vae": cfg.vae.batch_size, "prior": cfg.prior.batch_size, "energy": cfg.energy.batch_size}
     for r in records:
         m = artifacts[r.stage].manifest.get("metrics", {})
-        e = {"wall_s": r.wall_time_s}
+        e = {"wall_s": r.wall_s}
         if "train_wall_time_s" in m and r.stage in batch:
             loop = float(m["train_wall_time_s"]) or float("nan")
             e.update(steps=m["steps"], batch=batch[r.stage], loop_s=round(loop, 3),
@@ -55,7 +55,7 @@ def stage_throughput(cfg, ds, device, root: Path, bf16: bool) -> dict:
                 e["latents_per_s"] = round(m["steps"] * batch[r.stage] * cfg.support_size / loop, 1)
         elif r.stage == "support":
             n = m.get("n_states", 0) * m.get("support_size", 0)
-            e.update(latents=n, latents_per_s=round(n / r.wall_time_s, 1) if r.wall_time_s else None)
+            e.update(latents=n, latents_per_s=round(n / r.wall_s, 1) if r.wall_s else None)
         out["stages"][r.stage] = e
     return out
 
@@ -90,8 +90,9 @@ grid:
 
 def ray_overhead(dataset: str, work: Path) -> dict:
     try:
-        from ld.distributed.sweep import run_sweep  # noqa: F401
         import ray  # noqa: F401
+
+        from ld.distributed.sweep import run_sweep  # noqa: F401
     except Exception as e:  # another engineer is building ld.distributed; report, do not fail
         return {"status": "unavailable", "reason": f"{type(e).__name__}: {e}"}
     try:

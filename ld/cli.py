@@ -74,7 +74,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def _summary_table(res, cfg) -> str:
-    from ld.pipeline import bootstrap_ci
+    from ld.analysis.stats import bootstrap_ci
 
     df = res.frame
     lines = []
@@ -100,7 +100,7 @@ def _summary_table(res, cfg) -> str:
     lines.append("")
     lines.append("stage           key               cached   wall s")
     for r in res.records:
-        lines.append(f"{r.stage:<16}{r.key:<18}{'yes' if r.reused else 'no':<9}{r.wall_time_s:>6.1f}")
+        lines.append(f"{r.stage:<16}{r.key:<18}{'yes' if r.reused else 'no':<9}{r.wall_s:>6.1f}")
     for k, v in res.timings.items():
         lines.append(f"{k:<34}{'':<9}{v:>6.1f}")
     return "\n".join(lines)

@@ -129,6 +129,9 @@ class EvalConfig(_Strict):
     replan_every: int = Field(1, gt=0, description="receding-horizon replanning interval in env steps")
     bc_baseline: bool = Field(True, description="also train and evaluate a behavior-cloning policy (`bc`) on the "
                               "same data, so every score has an imitation baseline beside it")
+    fast: Union[bool, Literal["auto", "eager", "graph", "compile"]] = Field(
+        False, description="plan through the static path (`ld.planning.fast`: fixed shapes, one CUDA graph per "
+        "batch size on a GPU; the same numbers as the reference path on CPU): false, true (= auto), or a mode")
 
 
 class TrainConfig(_Strict):
@@ -191,6 +194,12 @@ class Config(_Strict):
         return self
 
     @property
+    def guided(self) -> bool:
+        """beta = 0 is the unguided prior: no energy model is trained and planning samples the prior alone.
+        The one place this rule lives (the stage DAG, the planner and the evaluation variants read it)."""
+        return self.beta > 0
+
+    @property
     def n_latents(self) -> int:
         """N = T / L latent actions per plan (T for raw modeling, which has no latent)."""
         return self.horizon if self.modeling == "raw" else self.horizon // self.latent_step
@@ -220,11 +229,11 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
+def deep_merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
+            out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -320,7 +329,7 @@ def build(overrides: dict[str, Any] | None = None, preset_name: str | None = Non
     if preset_name:
         layers = preset(preset_name)
     if overrides:
-        layers = _deep_merge(layers, overrides)
+        layers = deep_merge(layers, overrides)
     try:
         return Config.model_validate(layers)
     except ValidationError as e:
@@ -336,7 +345,7 @@ def resolve(
     """The CLI's view: `preset_name` wins over the file's own `preset:`, which wins over `default_preset`."""
     file_layer = load_yaml(config_file) if config_file else {}
     file_preset = file_layer.pop("preset", None)
-    overrides = _deep_merge(file_layer, parse_overrides(sets or []))
+    overrides = deep_merge(file_layer, parse_overrides(sets or []))
     return build(overrides, preset_name or file_preset or default_preset)
 
 

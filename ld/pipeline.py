@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -26,21 +25,10 @@ from ld.evaluation.rollout import evaluate
 from ld.planning.planner import Planner, RecedingHorizonPolicy
 from ld.results import episode_rows, to_frame
 from ld.stages import bc as bc_stage
-from ld.stages import energy as energy_stage
-from ld.stages import prior as prior_stage
-from ld.stages import support as support_stage
-from ld.stages import vae as vae_stage
+from ld.stages import dag
 from ld.stages.artifact import Artifact, ArtifactStore
-from ld.stages.common import StageInputs, StageRecord
+from ld.stages.common import StageInputs, StageRun, build_stage
 from ld.stages.training import resolve_device
-
-
-def stage_plan(cfg: Config) -> list:
-    """The stage modules this config walks, in dependency order (beta = 0 needs no energy model)."""
-    stages = [vae_stage, prior_stage, support_stage, energy_stage]
-    if cfg.beta == 0:
-        stages = [vae_stage, prior_stage]
-    return stages
 
 
 def trial_id(cfg: Config) -> str:
@@ -48,20 +36,19 @@ def trial_id(cfg: Config) -> str:
 
 
 def train_stages(cfg: Config, dataset: EpisodeDataset, store: ArtifactStore, device: torch.device,
-                 progress: bool = True) -> tuple[dict[str, Artifact], list[StageRecord]]:
+                 progress: bool = True) -> tuple[dict[str, Artifact], list[StageRun]]:
+    """Build (or reuse) every stage of `dag.plan(cfg)`, in order -> artifacts by stage name, and the runs."""
     inputs = StageInputs(dataset=dataset, store=store, device=device, progress=progress)
-    for stage in stage_plan(cfg):
-        art = stage.run(cfg, inputs)
-        inputs.upstream[stage.stage_name(cfg)] = art
-    if cfg.eval.bc_baseline:
-        inputs.upstream[bc_stage.NAME] = bc_stage.run(cfg, inputs)
-    return inputs.upstream, inputs.records
+    artifacts: dict[str, Artifact] = {}
+    for stage in dag.plan(cfg):
+        artifacts[stage.name] = build_stage(stage, cfg, inputs)
+    return artifacts, inputs.records
 
 
 @dataclass
 class TrialResult:
     frame: pd.DataFrame
-    records: list[StageRecord]
+    records: list[StageRun]
     artifacts: dict[str, Artifact]
     dataset: EpisodeDataset
     timings: dict[str, float] = field(default_factory=dict)
@@ -79,37 +66,27 @@ def setup_torch(cfg: Config) -> torch.device:
     return device
 
 
-# Training diagnostics copied from a stage's manifest into every row of the trial (NaN when absent):
-# the contrastive target's effective sample size (fraction of M) and the step at which E-MSE stopped being
-# finite, so a degenerate or diverged energy is visible in the results table itself.
-DIAGNOSTICS = {
-    "energy": ("target_ess_mean", "target_ess_p10", "nonfinite_step", "final_loss"),
-    "raw_energy": ("target_ess_mean", "target_ess_p10", "nonfinite_step", "final_loss"),
-    "bc": ("final_loss", "converged"),
-}
-
-
-def stage_columns(records: list[StageRecord], artifacts: dict[str, Artifact]) -> dict[str, object]:
+def stage_columns(records: list[StageRun], artifacts: dict[str, Artifact]) -> dict[str, object]:
     cols: dict[str, object] = {}
     for r in records:
         metrics = artifacts[r.stage].manifest.get("metrics", {})
-        for name in DIAGNOSTICS.get(r.stage, ()):
+        for name in dag.by_name(r.stage).diagnostics:  # NaN when absent
             value = metrics.get(name)
             cols[f"stage.{r.stage}.{name}"] = float("nan") if value is None else float(value)
         cols[f"stage.{r.stage}.key"] = r.key
         cols[f"stage.{r.stage}.cached"] = r.reused
-        cols[f"stage.{r.stage}.wall_s"] = float(r.wall_time_s)
+        cols[f"stage.{r.stage}.wall_s"] = float(r.wall_s)
         cols[f"stage.{r.stage}.train_s"] = float(
-            0.0 if r.reused else artifacts[r.stage].manifest.get("wall_time_s", r.wall_time_s))
+            0.0 if r.reused else artifacts[r.stage].manifest.get("wall_time_s", r.wall_s))
     return cols
 
 
 def _planner_policy(cfg: Config, artifacts: dict[str, Artifact], device: torch.device, guided: bool):
-    planner = Planner(cfg, artifacts, guided=guided, device=device, seed=cfg.seed)
+    planner = Planner(cfg, artifacts, guided=guided, device=device, seed=cfg.seed, fast=cfg.eval.fast)
     return RecedingHorizonPolicy(planner, cfg.eval.replan_every)
 
 
-def evaluate_trial(cfg: Config, ds: EpisodeDataset, artifacts: dict[str, Artifact], records: list[StageRecord],
+def evaluate_trial(cfg: Config, ds: EpisodeDataset, artifacts: dict[str, Artifact], records: list[StageRun],
                    device: torch.device, *, suite: str = "run", progress: bool = True, baselines: bool = True,
                    timings: Optional[dict[str, float]] = None, only: Optional[set[str]] = None) -> pd.DataFrame:
     """The evaluation phase of a trial: plan in the real environment with the trained stages -> episode rows.
@@ -121,12 +98,12 @@ def evaluate_trial(cfg: Config, ds: EpisodeDataset, artifacts: dict[str, Artifac
     rows: list[dict] = []
     # (variant, policy factory, config fields that differ from cfg for it)
     variants: list[tuple[str, Callable[[], object], dict]] = []
-    if cfg.beta > 0:
+    if cfg.guided:
         variants.append(("latentdiffuser", lambda: _planner_policy(cfg, artifacts, device, guided=True), {}))
-    if cfg.beta == 0 or baselines:
+    if not cfg.guided or baselines:
         variants.append(("prior", lambda: _planner_policy(cfg, artifacts, device, guided=False), {"beta": 0.0}))
     if cfg.eval.bc_baseline:
-        variants.append(("bc", lambda: bc_stage.BCPolicy(artifacts[bc_stage.NAME], device), {}))
+        variants.append(("bc", lambda: bc_stage.BCPolicy(artifacts[dag.BC.name], device), {}))
     # the behavior data's mean normalized return, in every row: the reference a reader compares bars with
     stage_cols = {**stage_cols, "behavior_score": ds.behavior_score()}
     if only is not None:
@@ -144,33 +121,26 @@ def evaluate_trial(cfg: Config, ds: EpisodeDataset, artifacts: dict[str, Artifac
 
 def run_trial(cfg: Config, store_root: str | Path, *, suite: str = "run", progress: bool = True,
               dataset: Optional[EpisodeDataset] = None, baselines: bool = True,
-              store: Optional[ArtifactStore] = None) -> TrialResult:
+              store: Optional[ArtifactStore] = None, device: Optional[torch.device] = None,
+              evaluate: bool = True) -> TrialResult:
     """Train (or reuse) every stage of `cfg`, evaluate the planner and its baselines, return episode rows.
 
-    The phases (`setup_torch`, `load_dataset`, `train_stages`, `evaluate_trial`) are public so that the Ray
-    layer (`ld.distributed`) runs the very same steps, on a Tune trial or on Ray Train workers. `store`
-    replaces the plain `ArtifactStore(store_root)` (the Ray layer passes one with checkpoint hooks).
+    This is the one orchestration of a trial: `ld run` calls it, and so does the Ray layer
+    (`ld.distributed.trial.execute_trial`, in a Tune trial or on every rank of a Ray Train worker group).
+    `store` replaces the plain `ArtifactStore(store_root)` (the Ray layer passes one with checkpoint hooks
+    and rank coordination), `device` the configured one (a worker's GPU), and `evaluate=False` stops after
+    training (the ranks of a worker group other than 0); the frame is then empty.
     """
-    device = setup_torch(cfg)
+    dev = setup_torch(cfg)
+    device = device if device is not None else dev
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     ds = dataset if dataset is not None else load_dataset(cfg.dataset)
     timings["data_s"] = time.perf_counter() - t0
     store = store if store is not None else ArtifactStore(Path(store_root))
     artifacts, records = train_stages(cfg, ds, store, device, progress)
-    frame = evaluate_trial(cfg, ds, artifacts, records, device, suite=suite, progress=progress,
-                           baselines=baselines, timings=timings)
+    frame = pd.DataFrame()
+    if evaluate:
+        frame = evaluate_trial(cfg, ds, artifacts, records, device, suite=suite, progress=progress,
+                               baselines=baselines, timings=timings)
     return TrialResult(frame, records, artifacts, ds, timings)
-
-
-def bootstrap_ci(x: np.ndarray, reps: int = 2000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean."""
-    x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
-    if len(x) == 0:
-        return (float("nan"), float("nan"))
-    if len(x) == 1:
-        return (float(x[0]), float(x[0]))
-    rng = np.random.default_rng(seed)
-    means = rng.choice(x, size=(reps, len(x)), replace=True).mean(1)
-    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))

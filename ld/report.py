@@ -34,6 +34,8 @@ from typing import Any, Iterator, Optional
 import pandas as pd
 import yaml
 
+from ld.distributed.paths import trial_file_name
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SUITE_DIRS = ("ablations", "sweeps")
 
@@ -161,7 +163,8 @@ def coverage(suite, df: pd.DataFrame, scale: Optional[str] = None) -> Coverage:
                         note="no results trial matches the suite's trials at any scale (pass --scale to list the "
                              "expected trials); the figure shows what the results hold")
     missing = [{"axis": t.axis, "value": str(t.value), "seed": t.config.seed,
-                "label": f"{t.value if t.axis == 'product' else t.label} seed={t.config.seed}"} for i, t in enumerate(trials) if i not in hit]
+                "label": f"{t.value if t.axis == 'product' else t.label} seed={t.config.seed}"}
+               for i, t in enumerate(trials) if i not in hit]
     note = "" if mode == "full" else ("matched on the suite's varying fields only (the results differ from the "
                                        "suite's base config in other fields, e.g. `--set` overrides)")
     return Coverage(scale=s, expected=len(trials), found=len(hit), missing=missing,
@@ -169,39 +172,20 @@ def coverage(suite, df: pd.DataFrame, scale: Optional[str] = None) -> Coverage:
 
 
 # ----------------------------------------------------------------------------------------------------
-# failures recorded by `ld sweep` (optional)
+# failures recorded by `ld sweep`
 
 
-def read_failures(results_folder: str) -> list[dict[str, str]]:
-    """Failed trials recorded by `ld sweep` under `<results>/_status/` (one Parquet row per trial with
-    `status` ok | failed and the error; JSON or text files are read best-effort). Optional: no folder, no
-    failures. Local folders only."""
-    folder = Path(results_folder) / "_status"
-    if not folder.is_dir():
+def failed_trials(status: pd.DataFrame) -> list[dict[str, str]]:
+    """The failed trials among `ld sweep`'s status rows (`ld.analysis.load_status`), as the page and
+    report.json list them: the last line of the error, which is what names the cause."""
+    if status.empty:
         return []
     out = []
-    for f in sorted(folder.iterdir()):
-        if not f.is_file() or f.name.startswith("."):
-            continue
-        records: list[dict[str, Any]] = []
-        if f.suffix == ".parquet":
-            with contextlib.suppress(Exception):
-                records = pd.read_parquet(f).to_dict("records")
-        else:
-            text = f.read_text(errors="replace")
-            try:
-                d = json.loads(text)
-                records = [d] if isinstance(d, dict) else []
-            except ValueError:
-                records = [{"status": "unknown", "error": text.strip()}]
-        for r in records:
-            status = str(r.get("status", r.get("state", "")) or "")
-            if status.lower() in ("ok", "done", "success", "succeeded", "completed", "terminated", "running"):
-                continue
-            err = str(r.get("error") or r.get("message") or "").strip()
-            out.append({"file": f.name, "status": status, "axis": str(r.get("sweep.axis", "")),
-                        "value": str(r.get("sweep.value", "")), "seed": str(r.get("seed", "")),
-                        "error": err.splitlines()[-1][:300] if err else ""})
+    for r in status[status["status"] != "ok"].to_dict("records"):
+        err = r["error"].strip() if isinstance(r.get("error"), str) else ""
+        out.append({"file": trial_file_name(r["trial_id"], r["seed"]), "status": str(r["status"]),
+                    "axis": str(r.get("sweep.axis", "")), "value": str(r.get("sweep.value", "")),
+                    "seed": str(r["seed"]), "error": err.splitlines()[-1][:300] if err else ""})
     return out
 
 
@@ -329,14 +313,15 @@ def write_page(out: Path, *, suite, stem: str, df: pd.DataFrame, results: str, c
         cov_d["note"] = cov.note
     parts.append(_kv_html(cov_d))
     if cov.missing:
-        parts += ["<h3>Missing trials</h3>", _table_html(pd.DataFrame(cov.missing)[["axis", "value", "seed", "failure"]])]
+        missing = pd.DataFrame(cov.missing)[["axis", "value", "seed", "failure"]]
+        parts += ["<h3>Missing trials</h3>", _table_html(missing)]
     parts.append("<h3>Failures</h3>")
     parts.append(_table_html(pd.DataFrame(failures)) if failures else "<p class=muted>none recorded</p>")
     parts += ["<h2>Provenance</h2>", _kv_html({"results": results, **provenance(df),
                                                "report by": f"ld {ld.__version__}", "notebook": notebook,
                                                "report time": time.strftime("%Y-%m-%d %H:%M:%S %z"),
                                                "report wall s": f"{elapsed:.1f}"})]
-    suite_text = suite.path.read_text() if suite.path else yaml.safe_dump(suite.__dict__)
+    suite_text = suite.path.read_text() if suite.path else yaml.safe_dump(suite.model_dump(mode="json"))
     parts += ["<h2>Suite config</h2>", f"<pre>{html.escape(suite_text)}</pre>", "</body></html>"]
     page = out / "index.html"
     page.write_text("\n".join(parts))
@@ -352,7 +337,7 @@ def build_report(suite_spec: str, results: str, out: Optional[Path] = None, *, n
     """Validate, execute the notebook into a temporary folder, write the page, move everything into `out`."""
     import nbformat
 
-    from ld.analysis import load_results, method_rows, results_dir, ResultsError
+    from ld.analysis import ResultsError, load_results, load_status, method_rows
 
     t0 = time.perf_counter()
     suite = resolve_suite(suite_spec)
@@ -361,8 +346,7 @@ def build_report(suite_spec: str, results: str, out: Optional[Path] = None, *, n
     if method_rows(df).empty:
         raise ResultsError(f"results under {results} have no rows of the method (variant latentdiffuser)")
     cov = coverage(suite, df, scale)
-    folder = results_dir(results, suite.name)
-    failures = read_failures(folder) if "://" not in folder else []
+    failures = failed_trials(load_status(results, suite.name))
     failed = {(f["axis"], f["value"], f["seed"]): f["error"] or f["status"] for f in failures}
     for m in cov.missing:
         m["failure"] = failed.get((m["axis"], m["value"], str(m["seed"])), "")
@@ -440,7 +424,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Standalone entry (`python -m ld.report ...`) until the lead wires `ld report` into ld/cli.py."""
+    """`python -m ld.report report ...`: `ld report` without the rest of the CLI (tests call it in-process)."""
     parser = argparse.ArgumentParser(prog="ld")
     sub = parser.add_subparsers(dest="command", required=True)
     add_report_parser(sub)

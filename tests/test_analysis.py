@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from ld import analysis as A
+from ld.analysis import stats
 from results_fixtures import figure3_with_two_maze_tasks, rng_scores, write_suite_results
-
 
 # ----------------------------------------------------------------------------------------------------
 # statistics
@@ -31,6 +31,49 @@ def test_mean_ci_brackets_the_mean_and_is_nan_for_one_seed():
     assert A.mean_ci([5, 5, 5]) == (5, 5, 5)
     m1, lo1, hi1 = A.mean_ci([42.0])
     assert m1 == 42 and np.isnan(lo1) and np.isnan(hi1)
+
+
+def test_bootstrap_ci_on_a_hand_made_case():
+    # [0, 1]: a resample's mean is 0, 1/2 or 1 with probability 1/4, 1/2, 1/4, so the 2.5% and 97.5%
+    # quantiles are the extremes and the 30% / 70% ones the middle
+    assert stats.bootstrap_ci([0.0, 1.0]) == (0.0, 1.0)
+    assert stats.bootstrap_ci([0.0, 1.0], alpha=0.6) == (0.5, 0.5)
+    assert stats.bootstrap_ci([0.0, np.nan, 1.0, np.inf]) == (0.0, 1.0)  # non-finite values dropped
+    assert stats.bootstrap_ci([5, 5, 5]) == (5.0, 5.0)
+    assert stats.bootstrap_ci([42.0]) == (42.0, 42.0)  # one value: a zero-width interval (what `ld run` prints)
+    assert all(np.isnan(stats.bootstrap_ci([np.nan])))
+    # the draws `ld run` and the benchmarks have always made: rng.choice of (reps, n), seed 0, 2000 reps
+    x = np.array([3.0, 9.0, 4.0, 12.0, 7.0])
+    means = np.random.default_rng(0).choice(x, size=(2000, len(x)), replace=True).mean(1)
+    assert stats.bootstrap_ci(x) == (np.quantile(means, 0.025), np.quantile(means, 0.975))
+    import ld.pipeline
+
+    assert not hasattr(ld.pipeline, "bootstrap_ci")  # one bootstrap: ld run and the benchmarks import this one
+
+
+def test_the_figures_mean_ci_is_bootstrap_ci(monkeypatch):
+    x = [10.0, 20.0, 35.0, 40.0]
+    assert A.mean_ci(x, reps=3000, seed=7)[1:] == stats.bootstrap_ci(x, reps=3000, seed=7)
+    calls = []
+
+    def spy(x, reps=2000, seed=0, alpha=0.05):
+        calls.append((len(x), reps, seed))
+        return -1.0, 1.0
+
+    monkeypatch.setattr(stats, "bootstrap_ci", spy)
+    assert A.mean_ci(x, reps=123, seed=4) == (26.25, -1.0, 1.0) and calls == [(4, 123, 4)]
+    # the figure tables go through it too (here: a reference line over 3 seeds)
+    df = pd.DataFrame({"trial_id": "t", "variant": "bc", "dataset_name": "halfcheetah-medium-expert",
+                       "env_id": "HalfCheetah-v5", "seed": [0, 1, 2], "normalized_score": [1.0, 2.0, 3.0]})
+    row = A.reference_table(df, reps=50).iloc[0]
+    assert (row["ci_low"], row["ci_high"]) == (-1.0, 1.0) and calls[-1] == (3, 50, 0)
+
+
+def test_unpaired_difference_resamples_each_side():
+    assert stats.unpaired_diff_ci([3.0, 3.0, 3.0], [1.0, 1.0]) == (2.0, 2.0, 2.0)
+    diff, lo, hi = stats.unpaired_diff_ci([0.0, 10.0], [1.0, 1.0, 1.0], reps=2000)
+    assert diff == 4.0 and (lo, hi) == (-1.0, 9.0)
+    assert np.isnan(stats.unpaired_diff_ci([1.0], [0.0, 2.0])[1])
 
 
 def test_stratified_bootstrap_resamples_runs_within_each_task():

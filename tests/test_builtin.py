@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from ld.data.builtin import BUILTIN_NAMES, DEFAULT_EPISODES, GENERATOR_VERSION, ensure, make
-from ld.data.builtin import locomotion, maze
+from ld.data.builtin import BUILTIN_NAMES, DEFAULT_EPISODES, GENERATOR_VERSION, ensure, make, maze, td3
 from ld.data.hdf5 import read_d4rl_hdf5
 from ld.data.types import DataError
-from ld.evaluation.envs import make_env
+from ld.envs import make_env
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*Adroit.*")
@@ -119,7 +118,7 @@ def test_locomotion_tiny_generation(tmp_path, monkeypatch):
     assert 0 < pol["medium_step"] <= pol["config"]["total_steps"]
     assert pol["replay"]["observations"].shape[0] == pol["medium_step"]
     # the cached actor runs in numpy with bounded actions
-    actor = locomotion.NumpyActor(pol["medium"])
+    actor = td3.NumpyActor(pol["medium"])
     a = actor(np.zeros(17))
     assert a.shape == (6,) and np.all(np.abs(a) <= 1)
 
@@ -144,7 +143,19 @@ def test_select_snapshots_confirms_noisy_curve():
     # curve (1 episode each) vs true returns: index 3 dipped by chance, index 5 is the real best
     curve = np.array([0.0, 100.0, 400.0, 150.0, 900.0, 950.0, 1000.0])
     true = {0: 0.0, 1: 100.0, 2: 380.0, 3: 800.0, 4: 900.0, 5: 1000.0, 6: 700.0}
-    expert, medium, sel = locomotion.select_snapshots(curve, 0.0, lambda i: true[i])
+    expert, medium, sel = td3.select_snapshots(curve, 0.0, lambda i: true[i])
     assert expert == 5
     assert medium == 2  # closest to 0.4 * 1000 among pre-expert snapshots in the band; not the dip at 3
     assert sel["target_medium_return"] == pytest.approx(400.0)
+
+
+def test_shipped_behavior_policies_are_used_instead_of_training(tmp_path, monkeypatch):
+    """TD3 on a CPU differs across machines, so ld ships seed 0's policies: ensure_policies must load them
+    (never train) and they must hold what the locomotion recipes roll out."""
+    from ld.data.builtin import td3
+
+    assert td3.shipped_policy(0, fast=False) is not None
+    monkeypatch.setattr(td3, "train_td3", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    pol = td3.ensure_policies(tmp_path, 0, fast=False, progress=False)
+    assert {"expert", "medium", "medium_step", "config"} <= set(pol)
+    assert not list(tmp_path.iterdir())  # nothing trained, nothing cached

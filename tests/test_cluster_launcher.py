@@ -76,7 +76,9 @@ def install_ssh() -> str | None:
 def sh(*args, env=None, timeout=600, check=True) -> subprocess.CompletedProcess:
     p = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, timeout=timeout)
     if check:
-        assert p.returncode == 0, f"{' '.join(map(str, args[:4]))} exited {p.returncode}:\n" + (p.stdout + p.stderr)[-5000:]
+        assert p.returncode == 0, (
+            f"{' '.join(map(str, args[:4]))} exited {p.returncode}:\n" + (p.stdout + p.stderr)[-5000:]
+        )
     return p
 
 

@@ -16,7 +16,8 @@ def test_presets_validate_and_differ():
     # the paper preset carries the paper's numbers (Appendix E.2)
     assert paper.diffusion_steps == 100 and paper.beta == 3 and paper.temperature == 0.5
     assert paper.prior.cond_dropout == 0.25 and paper.support_size == 16
-    assert (paper.vae.id_hidden, paper.vae.id_layers, paper.vae.value_hidden, paper.vae.value_layers) == (512, 2, 1024, 3)
+    vae = paper.vae
+    assert (vae.id_hidden, vae.id_layers, vae.value_hidden, vae.value_layers) == (512, 2, 1024, 3)
     assert (paper.energy.hidden, paper.energy.layers, paper.energy.lr, paper.energy.batch_size) == (256, 4, 3e-4, 256)
     assert paper.n_latents == 40
 

@@ -16,12 +16,14 @@ from ld.data.hdf5 import read_d4rl_hdf5, write_d4rl_hdf5
 from ld.data.sources import load_dataset
 from ld.data.types import DataError, DatasetInfo
 
-
 # ---------------------------------------------------------------- D4RL HDF5
 
 def test_raw_d4rl_file_splits_on_terminals_and_timeouts(tmp_path, raw_d4rl):
-    term = np.zeros(10, bool); term[2] = True
-    tout = np.zeros(10, bool); tout[5] = True; tout[6] = True
+    term = np.zeros(10, bool)
+    term[2] = True
+    tout = np.zeros(10, bool)
+    tout[5] = True
+    tout[6] = True
     p = raw_d4rl(tmp_path / "x.hdf5", terminals=term, timeouts=tout)
     ds = load_dataset(str(p))
     assert [len(e) for e in ds.episodes] == [3, 3, 1, 3]  # [0-2] term, [3-5] timeout, [6], trailing [7-9]
@@ -95,11 +97,13 @@ def _err(spec) -> str:
 def test_bad_files(tmp_path, raw_d4rl):
     m = _err(tmp_path / "nope.hdf5")
     assert "not found" in m and "nope.hdf5" in m
-    txt = tmp_path / "text.hdf5"; txt.write_text("hello")
+    txt = tmp_path / "text.hdf5"
+    txt.write_text("hello")
     m = _err(txt)
     assert "not an HDF5" in m and "text.hdf5" in m
     good = raw_d4rl(tmp_path / "good.hdf5")
-    trunc = tmp_path / "trunc.hdf5"; trunc.write_bytes(good.read_bytes()[:1500])
+    trunc = tmp_path / "trunc.hdf5"
+    trunc.write_bytes(good.read_bytes()[:1500])
     assert "trunc.hdf5" in _err(trunc)
 
     m = _err(raw_d4rl(tmp_path / "miss.hdf5", drop=("timeouts",)))
@@ -110,10 +114,12 @@ def test_bad_files(tmp_path, raw_d4rl):
 
     m = _err(raw_d4rl(tmp_path / "len.hdf5", override={"rewards": np.zeros(9, np.float32)}))
     assert "'observations' has 10" in m and "'rewards' has 9" in m and "len.hdf5" in m
-    obs = np.zeros((10, 3), np.float32); obs[4, 1] = np.nan
+    obs = np.zeros((10, 3), np.float32)
+    obs[4, 1] = np.nan
     m = _err(raw_d4rl(tmp_path / "nan.hdf5", override={"observations": obs}))
     assert "'observations' contains NaN" in m and "index 4" in m
-    act = np.zeros((10, 2), np.float32); act[7, 0] = np.inf
+    act = np.zeros((10, 2), np.float32)
+    act[7, 0] = np.inf
     m = _err(raw_d4rl(tmp_path / "inf.hdf5", override={"actions": act}))
     assert "'actions' contains inf" in m and "index 7" in m
     m = _err(raw_d4rl(tmp_path / "ndim.hdf5", override={"rewards": np.zeros((10, 1), np.float32)}))

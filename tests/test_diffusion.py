@@ -190,7 +190,8 @@ def test_deterministic_and_trajectory(name):
                generator=torch.Generator().manual_seed(4))
     if name != "ddpm":  # deterministic given x_T
         assert torch.equal(c, b)
-    clipped = sample(eps, (64, 3, 1), sched, name=name, steps=8, clip_x0=0.5, generator=torch.Generator().manual_seed(3))
+    clipped = sample(eps, (64, 3, 1), sched, name=name, steps=8, clip_x0=0.5,
+                     generator=torch.Generator().manual_seed(3))
     assert clipped.abs().max() <= 0.5 + 1e-6
 
 
@@ -328,7 +329,8 @@ def test_eps_loss_trains_a_tiny_model():
     def eval_loss():
         with torch.no_grad():
             g = torch.Generator().manual_seed(123)
-            return sum(eps_loss(model, data[i * 512:(i + 1) * 512], None, sched, 0.0, generator=g) for i in range(8)).item() / 8
+            total = sum(eps_loss(model, data[i * 512:(i + 1) * 512], None, sched, 0.0, generator=g) for i in range(8))
+            return total.item() / 8
 
     before = eval_loss()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -365,7 +367,9 @@ def test_eps_loss_dropout_rate_and_mask():
     eps_loss(spy, x0[:100], None, sched, 0.25)
     assert seen["cond_mask"] is None
     # a loss mask restricts the average to the kept elements
-    pred = lambda x, k, c, cm: torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] + 100.0], 1)
+    def pred(x, k, c, cm):
+        return torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] + 100.0], 1)
+
     mask = torch.tensor([1.0, 0.0]).view(1, 2, 1)
-    l = eps_loss(pred, x0[:5000], None, sched, 0.0, generator=torch.Generator().manual_seed(0), mask=mask)
-    assert abs(l.item() - 1.0) < 0.06
+    masked = eps_loss(pred, x0[:5000], None, sched, 0.0, generator=torch.Generator().manual_seed(0), mask=mask)
+    assert abs(masked.item() - 1.0) < 0.06

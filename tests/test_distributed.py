@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 import torch
+import yaml
 
 from ld.stages.training import TrainHooks, train_loop
 
@@ -256,8 +256,6 @@ def test_optuna_search_runs_each_sample_on_every_seed_and_reports_the_best(ray_l
     sample runs on both seeds (a result file per seed, same point), the searcher gets the seed mean, and the
     summary's best is the best seed mean in the Parquet."""
     import json
-
-    import yaml
 
     from ld.distributed import read_results, read_status, run_sweep
 

@@ -7,7 +7,7 @@ import pytest
 
 from ld.data.builtin import maze
 from ld.data.types import DataError, DatasetInfo
-from ld.evaluation.envs import make_env, make_env_batch, make_vector_env
+from ld.envs import make_env, make_env_batch, make_vector_env
 
 
 @pytest.fixture(autouse=True)

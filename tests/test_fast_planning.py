@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from ld.diffusion import NoiseSchedule
+from ld.diffusion.guided import draw
 from ld.models.energy import EnergyMLP, energy_grad
 from ld.models.unet import TemporalUNet
 from ld.planning.fast import AnalyticEnergyGrad, StaticSampler, bucket, resolve_mode
-from ld.planning.sampling import draw
 
 K, N, C, OBS, B = 20, 4, 3, 5, 6
 
@@ -139,9 +139,9 @@ def test_cuda_graph_matches_eager_on_gpu(models):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from ld.config import resolve
+    from ld.data import load_dataset
     from ld.data.builtin import make
     from ld.pipeline import setup_torch, train_stages
-    from ld.data import load_dataset
     from ld.stages.artifact import ArtifactStore
 
     tmp = tmp_path_factory.mktemp("fastplan")
@@ -169,3 +169,17 @@ def test_fast_planner_matches_planner(trained, sampler, steps, guided):
         torch.testing.assert_close(b.states, a.states, atol=1e-5, rtol=1e-5)
         np.testing.assert_allclose(b.energy, a.energy, atol=1e-5, rtol=1e-5)
         np.testing.assert_allclose(b.predicted_return, a.predicted_return, atol=1e-4, rtol=1e-5)
+
+
+def test_eval_fast_reaches_the_planner_and_scores_the_same(trained):
+    """`eval.fast` is how a user turns the static path on; on CPU it gives the same episodes."""
+    from ld.pipeline import evaluate_trial
+
+    cfg, artifacts, ds = trained
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"episodes": 2, "max_steps": 8,
+                                                                     "bc_baseline": False})})
+    fast_cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"fast": "eager"})})
+    a = evaluate_trial(cfg, ds, artifacts, [], torch.device("cpu"), progress=False)
+    b = evaluate_trial(fast_cfg, ds, artifacts, [], torch.device("cpu"), progress=False)
+    assert (b["eval.fast"] == "eager").all()
+    np.testing.assert_allclose(b["episode_return"], a["episode_return"], atol=1e-3)

@@ -19,17 +19,9 @@ from results_fixtures import figure3_with_two_maze_tasks, rng_scores, write_suit
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LD_BOOTSTRAP_REPS": "1000"}
 
 
-def _report_argv() -> list[str]:
-    """`ld report` through ld.cli once the lead has wired it, else ld.report's own entry point."""
-    from ld.cli import build_parser
-
-    sub = next(a for a in build_parser()._actions if a.dest == "command")
-    module = "ld.cli" if "report" in sub.choices else "ld.report"
-    return [sys.executable, "-m", module, "report"]
-
-
 def ld_report(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([*_report_argv(), *map(str, args)], capture_output=True, text=True, env=ENV, timeout=300)
+    return subprocess.run([sys.executable, "-m", "ld.cli", "report", *map(str, args)], capture_output=True, text=True,
+                          env=ENV, timeout=300)
 
 
 BEHAVIOR = {"halfcheetah-medium-expert": 55.0, "halfcheetah-medium-replay": 27.0, "pointmaze-umaze": 30.0,
@@ -208,3 +200,26 @@ def test_empty_or_wrong_schema_results_are_one_error_and_write_nothing(tmp_path,
     assert p.returncode == 2 and "results not found" in p.stderr
     p = ld_report_inproc(capsys, "no_such_suite", "--results", storage)
     assert p.returncode == 2 and "unknown suite" in p.stderr
+
+
+def test_failures_are_the_failed_status_rows_the_sink_writes(tmp_path):
+    """`_status/trial=*.parquet`, one row per trial as `ld sweep` writes them: only `failed` rows are listed,
+    with the last line of the error; other files in the folder are not status rows."""
+    from ld.analysis import load_status
+    from ld.distributed import sink
+    from ld.report import failed_trials
+
+    folder = tmp_path / "results" / "figure5"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"a": [1]}).to_parquet(folder / "trial=aaa-seed=0.parquet")
+    assert load_status(tmp_path, "figure5").empty and failed_trials(load_status(tmp_path, "figure5")) == []
+    sink.write_status(tmp_path, "figure5", "aaa", 0, status="ok", axis="beta", value=3, rows=10)
+    sink.write_status(tmp_path, "figure5", "bbb", 1, status="failed", axis="latent_step", value=2,
+                      error=RuntimeError("while training the prior\nCUDA out of memory"))
+    (folder / "_status" / "notes.json").write_text('{"status": "failed"}')
+    (folder / "_status" / ".trial=ccc-seed=2.parquet.7.tmp").write_text("half written")
+    expected = [{"file": "trial=bbb-seed=1.parquet", "status": "failed", "axis": "latent_step", "value": "2",
+                 "seed": "1", "error": "CUDA out of memory"}]
+    assert failed_trials(load_status(tmp_path, "figure5")) == expected  # a storage root
+    assert failed_trials(load_status(folder)) == expected  # the results folder itself
+    assert len(load_status(folder)) == 2

@@ -92,7 +92,8 @@ def test_changing_beta_retrains_only_the_energy(first_run, maze_file):
 
 @pytest.mark.parametrize("sets", [["modeling=raw"], ["modeling=skill"], ["energy.target=return"],
                                   ["energy.loss=emse"], ["energy.loss=mse"],
-                                  ["sampler.name=dpm_solver", "sampler.steps=5"], ["sampler.name=ddim", "sampler.steps=5"]])
+                                  ["sampler.name=dpm_solver", "sampler.steps=5"],
+                                  ["sampler.name=ddim", "sampler.steps=5"]])
 def test_every_modeling_selection_runs(maze_file, tmp_path, sets):
     args = ["run", "--preset", "smoke", "--set", f"dataset={maze_file}", "--set", "eval.max_steps=12",
             "--out", str(tmp_path), "--no-progress"]

@@ -22,8 +22,8 @@ constants is comparable in spirit, not exactly. Known observation differences (r
 
 from __future__ import annotations
 
-import csv
 import copy
+import csv
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources

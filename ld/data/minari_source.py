@@ -71,7 +71,9 @@ def _load_minari(dataset_id: str):
         try:
             return minari.load_dataset(dataset_id)
         except Exception as e:
-            raise DataError(f"Minari dataset '{dataset_id}' at {path} cannot be read ({type(e).__name__}: {e})") from None
+            raise DataError(
+                f"Minari dataset '{dataset_id}' at {path} cannot be read ({type(e).__name__}: {e})"
+            ) from None
     if _offline():
         raise _not_found(dataset_id, path, "LD_OFFLINE is set, so no download was tried")
     if not _network_reachable():

@@ -77,7 +77,9 @@ def cfg_eps(model: Callable[..., Tensor], cond: Optional[Tensor], w: float) -> E
             return model(x, k, cond, torch.zeros(B, device=x.device, dtype=x.dtype))
         if w == 1.0:
             return model(x, k, cond, torch.ones(B, device=x.device, dtype=x.dtype))
-        mask = torch.cat([torch.ones(B, device=x.device, dtype=x.dtype), torch.zeros(B, device=x.device, dtype=x.dtype)])
+        mask = torch.cat([
+            torch.ones(B, device=x.device, dtype=x.dtype), torch.zeros(B, device=x.device, dtype=x.dtype)
+        ])
         out = model(torch.cat([x, x]), torch.cat([k, k]), torch.cat([cond, cond]), mask)
         eps_c, eps_u = out[:B], out[B:]
         return eps_u + w * (eps_c - eps_u)
@@ -194,18 +196,50 @@ def _x0_from_eps(x: Tensor, eps: Tensor, a: Tensor, s: Tensor, clip_x0) -> Tenso
     return x0.clamp(-clip_x0, clip_x0)
 
 
-def _ddpm(eps_fn, x, schedule, ts, ks, temperature, generator, clip_x0, traj):
-    abar = schedule.alpha_bars
+def coefficients(schedule: NoiseSchedule, ts: list[int], name: str, temperature: float, device,
+                 dtype) -> dict[str, Tensor]:
+    """Every per-step coefficient of sampler `name` on the timesteps `ts`: computed once, in float64 on the
+    CPU from the schedule's tables, then cast to the sample's device and dtype. The one copy of these
+    formulas, shared by `sample` and the static / CUDA-graph path (`ld.planning.fast`).
+
+    ddpm: a, s (alpha, sigma at t_i), c_x0, c_xt (posterior mean = c_x0 x0_hat + c_xt x_t), std (the step
+    noise, variance scaled by `temperature`); ddim: a, s, a_prev, s_prev; dpm_solver: a, s, ratio, phi,
+    c_cur, c_prev (see `_dpm_solver`)."""
     idx = torch.tensor(ts)
-    ab_t = abar[idx]
-    ab_prev = torch.cat([abar[idx[1:]], torch.ones(1, dtype=torch.float64)])  # data after t_0
-    beta = 1 - ab_t / ab_prev
-    c_x0 = beta * ab_prev.sqrt() / (1 - ab_t)                # posterior mean = c_x0 x0_hat + c_xt x_t
-    c_xt = (1 - ab_prev) * (1 - beta).sqrt() / (1 - ab_t)
-    std = (temperature * beta * (1 - ab_prev) / (1 - ab_t)).sqrt()
+    c: dict[str, Tensor] = {}
+    if name in ("ddpm", "ddim"):
+        abar = schedule.alpha_bars.cpu()
+        ab_t = abar[idx]
+        ab_prev = torch.cat([abar[idx[1:]], torch.ones(1, dtype=torch.float64)])  # data after t_0
+        c["a"], c["s"] = ab_t.sqrt(), (1 - ab_t).sqrt()
+        if name == "ddpm":
+            beta = 1 - ab_t / ab_prev
+            c["c_x0"] = beta * ab_prev.sqrt() / (1 - ab_t)
+            c["c_xt"] = (1 - ab_prev) * (1 - beta).sqrt() / (1 - ab_t)
+            c["std"] = (temperature * beta * (1 - ab_prev) / (1 - ab_t)).sqrt()
+        else:
+            c["a_prev"], c["s_prev"] = ab_prev.sqrt(), (1 - ab_prev).sqrt()
+    elif name == "dpm_solver":
+        alpha = schedule.sqrt_alpha_bars.cpu()[idx]
+        sigma = schedule.sqrt_one_minus_alpha_bars.cpu()[idx]
+        lam = schedule.log_snr.cpu()[idx]
+        # step i goes t_i -> t_{i+1} (i = 0 .. n-2); h_i = lambda_{i+1} - lambda_i > 0
+        h = lam[1:] - lam[:-1]
+        r = torch.ones_like(h)
+        r[1:] = h[:-1] / h[1:]                             # h_prev / h for the second-order correction
+        c["a"], c["s"] = alpha, sigma
+        c["ratio"] = sigma[1:] / sigma[:-1]                # sigma_{t+1} / sigma_t
+        c["phi"] = -alpha[1:] * torch.expm1(-h)            # alpha_{t+1} (1 - e^{-h})
+        c["c_cur"], c["c_prev"] = 1 + 0.5 / r, 0.5 / r     # D = c_cur x0_i - c_prev x0_{i-1}
+    else:
+        raise ValueError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLERS)}")
+    return {k: _coef(v, device, dtype) for k, v in c.items()}
+
+
+def _ddpm(eps_fn, x, schedule, ts, ks, temperature, generator, clip_x0, traj):
     dev, dt = x.device, x.dtype
-    a, s = _coef(ab_t.sqrt(), dev, dt), _coef((1 - ab_t).sqrt(), dev, dt)
-    c_x0, c_xt, std = _coef(c_x0, dev, dt), _coef(c_xt, dev, dt), _coef(std, dev, dt)
+    c = coefficients(schedule, ts, "ddpm", temperature, dev, dt)
+    a, s, c_x0, c_xt, std = c["a"], c["s"], c["c_x0"], c["c_xt"], c["std"]
     last = len(ts) - 1
     for i in range(len(ts)):
         eps = eps_fn(x, ks[i])
@@ -219,13 +253,8 @@ def _ddpm(eps_fn, x, schedule, ts, ks, temperature, generator, clip_x0, traj):
 
 
 def _ddim(eps_fn, x, schedule, ts, ks, temperature, generator, clip_x0, traj):
-    abar = schedule.alpha_bars
-    idx = torch.tensor(ts)
-    ab_t = abar[idx]
-    ab_prev = torch.cat([abar[idx[1:]], torch.ones(1, dtype=torch.float64)])
-    dev, dt = x.device, x.dtype
-    a, s = _coef(ab_t.sqrt(), dev, dt), _coef((1 - ab_t).sqrt(), dev, dt)
-    a_prev, s_prev = _coef(ab_prev.sqrt(), dev, dt), _coef((1 - ab_prev).sqrt(), dev, dt)
+    c = coefficients(schedule, ts, "ddim", temperature, x.device, x.dtype)
+    a, s, a_prev, s_prev = c["a"], c["s"], c["a_prev"], c["s_prev"]
     for i in range(len(ts)):
         eps = eps_fn(x, ks[i])
         x0 = _x0_from_eps(x, eps, a[i], s[i], clip_x0)
@@ -238,22 +267,9 @@ def _ddim(eps_fn, x, schedule, ts, ks, temperature, generator, clip_x0, traj):
 
 
 def _dpm_solver(eps_fn, x, schedule, ts, ks, temperature, generator, clip_x0, traj):
-    idx = torch.tensor(ts)
-    alpha = schedule.sqrt_alpha_bars[idx]
-    sigma = schedule.sqrt_one_minus_alpha_bars[idx]
-    lam = schedule.log_snr[idx]
     n = len(ts)
-    # step i goes t_i -> t_{i+1} (i = 0 .. n-2); h_i = lambda_{i+1} - lambda_i > 0
-    h = lam[1:] - lam[:-1]
-    ratio = sigma[1:] / sigma[:-1]                     # sigma_{t+1} / sigma_t
-    phi = -alpha[1:] * torch.expm1(-h)                 # alpha_{t+1} (1 - e^{-h})
-    r = torch.ones_like(h)
-    r[1:] = h[:-1] / h[1:]                             # h_prev / h for the second-order correction
-    c_cur = 1 + 0.5 / r                                # D = c_cur x0_i - c_prev x0_{i-1}
-    c_prev = 0.5 / r
-    dev, dt = x.device, x.dtype
-    a, s = _coef(alpha, dev, dt), _coef(sigma, dev, dt)
-    ratio, phi, c_cur, c_prev = (_coef(v, dev, dt) for v in (ratio, phi, c_cur, c_prev))
+    c = coefficients(schedule, ts, "dpm_solver", temperature, x.device, x.dtype)
+    a, s, ratio, phi, c_cur, c_prev = (c[k] for k in ("a", "s", "ratio", "phi", "c_cur", "c_prev"))
     x0_prev = None
     for i in range(n - 1):
         eps = eps_fn(x, ks[i])

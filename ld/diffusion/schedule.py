@@ -9,9 +9,10 @@ indexed k = 0 .. K-1,
 so k = 0 is the least noisy step (beta_0 is small, not zero) and k = K-1 is (close to) pure noise.
 
 The tables (`betas`, `alphas`, `alpha_bars`, `sqrt_alpha_bars`, `sqrt_one_minus_alpha_bars`,
-`log_snr`) are **float64 CPU tensors** of length K: the samplers derive their per-step coefficients from
-them in float64 and cast once to the sample dtype, and `alpha_sigma` / `q_sample` look them up on the
-device of `k` (a per-device copy is cached, so nothing is copied from the host after the first call).
+`log_snr`) are **float64 buffers** of length K: the schedule is an `nn.Module`, so the prior that owns it
+moves it with one `.to(device)` (moving keeps float64; nothing here casts it). The samplers derive their
+per-step coefficients from them in float64 and cast once to the sample dtype; `alpha_sigma` / `q_sample`
+look them up on the device of `k` (a no-op move when the schedule is already there).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 SCHEDULES = ("cosine", "linear")
 
@@ -42,40 +43,34 @@ def linear_betas(K: int) -> Tensor:
     return torch.linspace(1e-4 * scale, 2e-2 * scale, K, dtype=torch.float64).clamp(max=0.999)
 
 
-class NoiseSchedule:
+class NoiseSchedule(nn.Module):
     """K-step discrete VP schedule (`kind` = "cosine", the default as in Diffuser, or "linear")."""
 
     def __init__(self, K: int, kind: str = "cosine"):
+        super().__init__()
         if int(K) != K or K < 1:
             raise ValueError(f"K must be a positive integer, got {K!r}")
         if kind not in SCHEDULES:
             raise ValueError(f"unknown noise schedule {kind!r}; allowed: {', '.join(SCHEDULES)}")
         self.K = int(K)
         self.kind = kind
-        self.betas = cosine_betas(self.K) if kind == "cosine" else linear_betas(self.K)
-        self.alphas = 1.0 - self.betas
-        self.alpha_bars = torch.cumprod(self.alphas, 0)
-        self.sqrt_alpha_bars = self.alpha_bars.sqrt()
-        self.sqrt_one_minus_alpha_bars = (1.0 - self.alpha_bars).sqrt()
+        betas = cosine_betas(self.K) if kind == "cosine" else linear_betas(self.K)
+        alpha_bars = torch.cumprod(1.0 - betas, 0)
+        tables = {"betas": betas, "alphas": 1.0 - betas, "alpha_bars": alpha_bars,
+                  "sqrt_alpha_bars": alpha_bars.sqrt(), "sqrt_one_minus_alpha_bars": (1.0 - alpha_bars).sqrt()}
         # lambda_k = log(alpha_k / sigma_k), decreasing in k; DPM-Solver works in this variable.
-        self.log_snr = self.sqrt_alpha_bars.log() - self.sqrt_one_minus_alpha_bars.log()
-        self._cache: dict[torch.device, tuple[Tensor, Tensor]] = {}
+        tables["log_snr"] = tables["sqrt_alpha_bars"].log() - tables["sqrt_one_minus_alpha_bars"].log()
+        for name, t in tables.items():
+            self.register_buffer(name, t, persistent=False)  # derived from K and kind: not in a state_dict
 
-    def __repr__(self) -> str:
-        return f"NoiseSchedule(K={self.K}, kind={self.kind!r})"
-
-    def _tables(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        device = torch.device(device)
-        if device not in self._cache:
-            self._cache[device] = (self.sqrt_alpha_bars.to(device), self.sqrt_one_minus_alpha_bars.to(device))
-        return self._cache[device]
+    def extra_repr(self) -> str:
+        return f"K={self.K}, kind={self.kind!r}"
 
     def alpha_sigma(self, k: Tensor) -> tuple[Tensor, Tensor]:
         """(alpha_k, sigma_k) = (sqrt(abar_k), sqrt(1 - abar_k)) for integer k in 0..K-1, float64, shaped
         like k and on k's device."""
-        a, s = self._tables(k.device)
         k = k.long()
-        return a[k], s[k]
+        return self.sqrt_alpha_bars.to(k.device)[k], self.sqrt_one_minus_alpha_bars.to(k.device)[k]
 
     def q_sample(self, x0: Tensor, k: Tensor, noise: Tensor) -> Tensor:
         """x_k = alpha_k x0 + sigma_k noise; k is [B] and broadcasts over x0's trailing dims. Result has

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DEFAULT_STORAGE = "runs/sweeps"
+from ld.distributed.paths import DEFAULT_STORAGE
 
 
 def add_sweep_parser(sub) -> None:
@@ -22,7 +22,8 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of every trial, e.g. --set dataset=maze.hdf5 (repeatable)")
     p.add_argument("--num-cpus", type=int, default=None,
-                   help="CPUs of the local Ray instance ld sweep starts (default: all); an error with a running cluster")
+                   help="CPUs of the local Ray instance ld sweep starts (default: all); "
+                        "an error with a running cluster")
     p.add_argument("--address", default=None,
                    help="Ray cluster address (default: the job's cluster under ray job submit, else a Ray already "
                         "running on this machine, e.g. after `ray start --head`, else a new local instance)")

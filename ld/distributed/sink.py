@@ -1,7 +1,6 @@
-"""The sweep's Parquet results: one file per trial, written atomically; the file name is the idempotency key.
-
-    <storage>/results/<suite>/trial=<trial_id>-seed=<seed>.parquet     episode rows of one trial
-    <storage>/results/<suite>/_status/trial=<trial_id>-seed=<seed>.parquet   one status row (ok | failed)
+"""The sweep's Parquet results: one file per trial, written atomically; the file name is the idempotency key
+(the layout is `ld.distributed.paths`: episode rows under `results/<suite>/`, one status row per trial under
+`results/<suite>/_status/`).
 
 A retried or resumed trial rewrites its own file (temp file + rename), so rows are never duplicated and a
 reader never sees a half-written file. `read_results` concatenates the trial files (the `_status` folder
@@ -18,25 +17,20 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from ld.distributed.paths import StorageLayout
 from ld.results import write_parquet
-
-STATUS_DIR = "_status"
 
 
 def results_dir(storage: str | Path, suite: str) -> Path:
-    return Path(storage) / "results" / suite
-
-
-def trial_file_name(trial_id: str, seed: int) -> str:
-    return f"trial={trial_id}-seed={seed}.parquet"
+    return StorageLayout.of(storage).results(suite)
 
 
 def trial_file(storage: str | Path, suite: str, trial_id: str, seed: int) -> Path:
-    return results_dir(storage, suite) / trial_file_name(trial_id, seed)
+    return StorageLayout.of(storage).trial_file(suite, trial_id, seed)
 
 
 def status_file(storage: str | Path, suite: str, trial_id: str, seed: int) -> Path:
-    return results_dir(storage, suite) / STATUS_DIR / trial_file_name(trial_id, seed)
+    return StorageLayout.of(storage).status_file(suite, trial_id, seed)
 
 
 def add_sweep_columns(df: pd.DataFrame, suite: str, axis: str, value: Any) -> pd.DataFrame:
@@ -77,4 +71,4 @@ def read_results(storage: str | Path, suite: str) -> pd.DataFrame:
 
 def read_status(storage: str | Path, suite: str) -> pd.DataFrame:
     """One row per trial: status ok | failed, the error text, rows written, where it ran, its timings."""
-    return _read_all(results_dir(storage, suite) / STATUS_DIR)
+    return _read_all(StorageLayout.of(storage).status_dir(suite))

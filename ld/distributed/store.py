@@ -17,22 +17,18 @@ The checkpoint is deleted once the artifact is published.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
 import torch
 
 from ld.stages.artifact import Artifact, ArtifactStore, ArtifactWriter
+from ld.stages.common import StageRun
 from ld.stages.training import TrainHooks, training_hooks
-
-# Stages whose produce() has no gradient loop: under a worker group only rank 0 runs them.
-NON_TRAINING_STAGES = frozenset({"support", "raw_support"})
 
 
 class Comm(Protocol):
@@ -90,18 +86,6 @@ class DirCheckpointer:
         shutil.rmtree(self._dir(stage, key), ignore_errors=True)
 
 
-@dataclass
-class StageRun:
-    """Bookkeeping of one stage build in this process (for the sweep summary and overhead numbers)."""
-
-    stage: str
-    key: str
-    trained: bool
-    wall_s: float
-    loop_s: float
-    resumed_from: list[int] = field(default_factory=list)
-
-
 class SweepStore(ArtifactStore):
     def __init__(self, root: str | Path, *, checkpointer: Optional[Checkpointer] = None,
                  checkpoint_every: int = 0, comm: Optional[Comm] = None,
@@ -115,7 +99,6 @@ class SweepStore(ArtifactStore):
         self.wrap = wrap
         self.on_step = on_step
         self.on_log = on_log
-        self.runs: list[StageRun] = []
 
     @property
     def rank(self) -> int:
@@ -124,10 +107,6 @@ class SweepStore(ArtifactStore):
     @property
     def world_size(self) -> int:
         return self.comm.world_size if self.comm is not None else 1
-
-    @property
-    def loop_seconds(self) -> float:
-        return sum(r.loop_s for r in self.runs)
 
     def _hooks(self, stage: str, key: str) -> TrainHooks:
         comm = self.comm
@@ -168,9 +147,13 @@ class SweepStore(ArtifactStore):
         run.resumed_from += hooks.resumed_from
 
     def build(self, stage: str, key: str, manifest: dict[str, Any],
-              produce: Callable[[ArtifactWriter], None]) -> tuple[Artifact, bool]:
+              produce: Callable[[ArtifactWriter], None], *, run: Optional[StageRun] = None,
+              trains: bool = True) -> tuple[Artifact, bool]:
+        """`run` is the pipeline's record of this stage (the time inside training loops and any resumed steps
+        are added to it); `trains` is the stage's declaration (ld.stages.dag): a stage that only samples runs
+        on rank 0 alone under a worker group."""
         t0 = time.perf_counter()
-        run = StageRun(stage, key, False, 0.0, 0.0)
+        run = run if run is not None else StageRun(stage, key)
         if self.world_size == 1:
             def wrapped(writer: ArtifactWriter) -> None:
                 run.trained = True
@@ -178,17 +161,15 @@ class SweepStore(ArtifactStore):
 
             art, reused = super().build(stage, key, manifest, wrapped)
         else:
-            art, reused = self._build_collective(stage, key, manifest, produce, run)
+            art, reused = self._build_collective(stage, key, manifest, produce, run, trains)
         if not reused and self.rank == 0:
             self.checkpointer.clear(stage, key)
-        run.wall_s = time.perf_counter() - t0
-        self.runs.append(run)
+        run.wall_s = round(time.perf_counter() - t0, 3)
         return art, reused
 
-    def _build_collective(self, stage, key, manifest, produce, run) -> tuple[Artifact, bool]:
+    def _build_collective(self, stage, key, manifest, produce, run, everyone: bool) -> tuple[Artifact, bool]:
         comm = self.comm
         assert comm is not None
-        everyone = stage not in NON_TRAINING_STAGES
         if comm.rank == 0:
             announced = []
 
@@ -225,18 +206,3 @@ class SweepStore(ArtifactStore):
 def _collective(checkpointer: Any) -> bool:
     """Whether every rank must call `save` (a Ray Train checkpointer reports from every rank)."""
     return bool(getattr(checkpointer, "collective", False))
-
-
-def manifest_summary(root: str | Path) -> dict[str, int]:
-    """How many artifacts of each stage the store holds (each was trained exactly once)."""
-    root = Path(root)
-    out: dict[str, int] = {}
-    if not root.is_dir():
-        return out
-    for m in root.glob("*/*/manifest.json"):
-        out[m.parent.parent.name] = out.get(m.parent.parent.name, 0) + 1
-    return out
-
-
-def read_manifests(root: str | Path) -> list[dict[str, Any]]:
-    return [json.loads(m.read_text()) for m in sorted(Path(root).glob("*/*/manifest.json"))]

@@ -7,12 +7,9 @@ missing stage serialize on that key's fcntl lock, so it is trained once. With `t
 `train.use_gpu` the trial fits a Ray Train `TorchTrainer` (one worker group for all its stages); otherwise
 it runs the very same phases in-process (one CPU).
 
-Storage layout (`--storage`, a path every node sees: local disk, NFS or EFS):
-
-    artifacts/                     stage artifacts (+ .locks/, .checkpoints/ of unfinished stages)
-    results/<suite>/trial=<id>-seed=<s>.parquet   episode rows; _status/ one row per trial; _runs/ JSON
-    tune/<suite>/                  Tune's experiment state (Tuner.restore) and per-trial logs/TensorBoard
-    train/<suite>-<id>-seed<s>/    Ray Train checkpoints of worker-group trials
+The storage root (`--storage`, a path every node sees: local disk, NFS or EFS) is laid out by
+`ld.distributed.paths.StorageLayout`: artifacts/, results/<suite>/ (episode rows, _status/, _runs/, _best.json),
+tune/<suite>/ (Tune's experiment state), train/ (Ray Train checkpoints), mlruns/.
 """
 
 from __future__ import annotations
@@ -26,11 +23,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ld.distributed import sink
+from ld.distributed.paths import DEFAULT_STORAGE, StorageLayout
 from ld.distributed.trial import TrialSummary, TrialTask
-
-from ld.distributed.cli import DEFAULT_STORAGE
-SEARCH_KEYS = ("metric", "mode", "samples", "space", "seed")
-DOMAINS = ("uniform", "loguniform", "choice", "randint", "quniform")
+from ld.suite import SearchSpec
 
 
 @dataclass
@@ -40,7 +35,7 @@ class SweepSpec:
     suite: str
     storage: str
     trials: list[dict[str, Any]]  # {"config", "axis", "value"}; for searches: the base point(s)
-    search: Optional[dict[str, Any]] = None
+    search: Optional[SearchSpec] = None  # the suite's validated `search:` section
     resume: bool = False
     checkpoint_every: int = 200
     kill_at: Optional[str] = None
@@ -51,8 +46,8 @@ class SweepSpec:
     def tasks(self, params: dict[str, Any]) -> list[TrialTask]:
         """What one Tune trial runs: a grid trial is one config x one seed; a search sample is the sampled
         point on every seed of the scale (one result file per seed), so the searcher sees a seed mean."""
-        from ld.config import Config, _deep_merge
-        from ld.suite import _override
+        from ld.config import Config, deep_merge
+        from ld.suite import axis_override
 
         if self.search is None:  # "trial_index": Tune state saved before the param space carried the axes
             t = self.trials[int(params["point"]["index"] if "point" in params else params["trial_index"])]
@@ -60,9 +55,9 @@ class SweepSpec:
         else:
             over: dict[str, Any] = {}
             for k, v in sorted(params.items()):
-                over = _deep_merge(over, _override(k, v))
+                over = deep_merge(over, axis_override(k, v))
             value = ",".join(f"{k}={_fmt(v)}" for k, v in sorted(params.items()))
-            points = [(Config.model_validate(_deep_merge(t["config"], over)).model_dump(), "search", value)
+            points = [(Config.model_validate(deep_merge(t["config"], over)).model_dump(), "search", value)
                       for t in self.trials]  # the base point once per seed
         return [TrialTask(config=cfg, suite=self.suite, storage=self.storage, axis=axis, value=value,
                           checkpoint_every=self.checkpoint_every, kill_at=self.kill_at, cluster_gpus=self.cluster_gpus,
@@ -187,11 +182,12 @@ def _run_task(task: TrialTask, spec: SweepSpec) -> dict[str, Any]:
             from ld.distributed.train import run_with_ray_train
 
             run_with_ray_train(task, max_failures=spec.train_max_failures)
+            # rank 0 ran in a Ray Train worker, another process: its summary reaches us only as the file it saved
+            summary = TrialSummary.load(task.summary_file)
         else:
             from ld.distributed.trial import execute_trial
 
-            execute_trial(task, node_id=node)
-        summary = TrialSummary.load(task.summary_file)
+            summary = execute_trial(task, node_id=node)  # in-process, so rank 0: it returns its summary
     except Exception as e:
         sink.write_status(spec.storage, spec.suite, tid, seed, status="failed", axis=task.axis, value=task.value,
                           error=e, extra={"node_id": node})
@@ -237,7 +233,9 @@ class SweepSummary:
     best: Optional[dict[str, Any]] = None  # a search: {"params", "metric", "value", "seeds", "samples"}
 
     def render(self) -> str:
-        mean = (lambda xs: sum(xs) / len(xs) if xs else float("nan"))
+        def mean(xs):
+            return sum(xs) / len(xs) if xs else float("nan")
+
         lines = [
             f"suite {self.suite}: {self.trials} trials, {self.ok} ok ({self.skipped} already done), "
             f"{self.failed} failed; {self.rows} rows; wall {self.wall_s:.1f} s"
@@ -257,18 +255,12 @@ class SweepSummary:
         return "\n".join(lines)
 
 
-def _search_space(search: dict[str, Any]) -> dict[str, Any]:
+def _search_space(search: SearchSpec) -> dict[str, Any]:
+    """The search's domains as Tune's sampling functions of the same names (validated by the suite model)."""
     from ray import tune
 
-    space = {}
-    for name, dom in (search.get("space") or {}).items():
-        if not isinstance(dom, dict) or len(dom) != 1 or next(iter(dom)) not in DOMAINS:
-            from ld.config import ConfigError
-
-            raise ConfigError(f"search.space.{name}: expected one of {{{', '.join(DOMAINS)}: ...}}, got {dom!r}")
-        kind, args = next(iter(dom.items()))
-        space[name] = tune.choice(list(args)) if kind == "choice" else getattr(tune, kind)(*args)
-    return space
+    return {name: tune.choice(dom.args) if dom.kind == "choice" else getattr(tune, dom.kind)(*dom.args)
+            for name, dom in search.space.items()}
 
 
 def running_local_cluster() -> Optional[str]:
@@ -350,7 +342,7 @@ def logger_callbacks(names: list[str], suite: str, storage: str) -> list[Any]:
 
                 uri = os.environ.get("MLFLOW_TRACKING_URI")
                 if not uri:  # a file store next to the results (MLflow 3 asks to opt in to file stores)
-                    uri = (Path(storage) / "mlruns").as_uri()
+                    uri = StorageLayout.of(storage).mlruns.as_uri()
                     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
                 out.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=suite))
             else:
@@ -375,27 +367,19 @@ def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, 
               loggers: Optional[list[str]] = None) -> SweepSummary:
     from ray import tune
 
-    from ld.config import ConfigError
     from ld.suite import load_suite
 
-    suite = load_suite(suite_path)
+    suite = load_suite(suite_path)  # validates the whole file, its `search:` section included
     trials = suite.trials(scale, sets or [])
     storage = str(Path(storage).expanduser().resolve())
+    layout = StorageLayout.of(storage)
     spec_trials = [{"config": t.config.model_dump(), "axis": t.axis, "value": str(t.value)} for t in trials]
     search = suite.search
-    if search is not None:
-        unknown = set(search) - set(SEARCH_KEYS)
-        if "scheduler" in search:
-            raise ConfigError("search.scheduler: removed. A trial reports its score once, when it ends, so an early-"
-                              "stopping scheduler (ASHA) has nothing to act on; delete the key")
-        if unknown or "metric" not in search or "space" not in search:
-            raise ConfigError(f"search: needs metric, mode, samples, space (allowed keys: {', '.join(SEARCH_KEYS)});"
-                              f" got {sorted(search)}")
     spec = SweepSpec(suite=suite.name, storage=storage, trials=spec_trials, search=search, resume=resume,
                      checkpoint_every=checkpoint_every, kill_at=kill_at, run_id=uuid.uuid4().hex[:12])
     callbacks = logger_callbacks(loggers or [], suite.name, storage)  # a missing package fails before Ray starts
     t0 = time.perf_counter()
-    before = _manifests(Path(storage) / "artifacts")
+    before = _manifests(layout.artifacts)
     started = _init_ray(address, num_cpus)
     try:
         import ray
@@ -408,9 +392,9 @@ def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, 
         trainable = tune.with_resources(tune.with_parameters(sweep_trial, spec=spec), where.trial_resources)
         if max_concurrent is None:
             max_concurrent = where.max_concurrent(total)  # worker groups that fit the cluster at once
-        exp_dir = Path(storage) / "tune" / suite.name
-        n_tune = len(trials) if search is None else int(search.get("samples", 8))
-        run_config = tune.RunConfig(name=suite.name, storage_path=str(Path(storage) / "tune"),
+        exp_dir = layout.tune_experiment(suite.name)
+        n_tune = len(trials) if search is None else search.samples
+        run_config = tune.RunConfig(name=suite.name, storage_path=str(layout.tune),
                                     failure_config=tune.FailureConfig(max_failures=max_failures),
                                     verbose=verbose, callbacks=[SweepProgress(n_tune).callback(), *callbacks])
         restored = bool(resume and tune.Tuner.can_restore(str(exp_dir)))
@@ -426,9 +410,8 @@ def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, 
 
                 param_space = _search_space(search)
                 tune_config = tune.TuneConfig(
-                    metric=search["metric"], mode=search.get("mode", "max"),
-                    search_alg=OptunaSearch(seed=search.get("seed", 0)),
-                    num_samples=int(search.get("samples", 8)), max_concurrent_trials=max_concurrent,
+                    metric=search.metric, mode=search.mode, search_alg=OptunaSearch(seed=search.seed),
+                    num_samples=search.samples, max_concurrent_trials=max_concurrent,
                     reuse_actors=False, trial_dirname_creator=lambda t: f"{t.trial_id}")
             tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
         grid = tuner.fit()
@@ -440,12 +423,12 @@ def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, 
             import ray
 
             ray.shutdown()
-    new = _manifests(Path(storage) / "artifacts") - before
+    new = _manifests(layout.artifacts) - before
     summary = _summarize(spec, time.perf_counter() - t0, errors, len(new))
     summary.restored = restored
     summary.best = best
     if best is not None:  # the answer of a search, next to its results (atomic, like every result file)
-        path = Path(summary.results) / "_best.json"
+        path = layout.best_file(suite.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(best, indent=2, default=str))
@@ -453,9 +436,9 @@ def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, 
     return summary
 
 
-def _best(grid, search: dict[str, Any], seeds: int) -> Optional[dict[str, Any]]:
+def _best(grid, search: SearchSpec, seeds: int) -> Optional[dict[str, Any]]:
     """The best sample of a search by its reported metric (a mean over the scale's seeds)."""
-    metric, mode = search["metric"], search.get("mode", "max")
+    metric, mode = search.metric, search.mode
     done = [r for r in grid if r.error is None and r.metrics and metric in r.metrics]
     if not done:
         return None
@@ -470,6 +453,7 @@ def _manifests(root: Path) -> set[str]:
 
 def _summarize(spec: SweepSpec, wall: float, errors: list[str], trained: int) -> SweepSummary:
     """Counts from the status rows of this suite; `trained` = artifacts this run published."""
+    layout = StorageLayout.of(spec.storage)
     status = sink.read_status(spec.storage, spec.suite)
     if spec.search is None:  # only the trials of this suite expansion
         ids = {(TrialTask(config=t["config"], suite=spec.suite, storage=spec.storage).trial_id,
@@ -482,13 +466,11 @@ def _summarize(spec: SweepSpec, wall: float, errors: list[str], trained: int) ->
     ok = status[status["status"] == "ok"] if len(status) else status
     df = sink.read_results(spec.storage, spec.suite)
     if spec.search is None and len(df):
-        keep = {sink.trial_file_name(a, b) for a, b in ids}
-        df = df[[sink.trial_file_name(a, int(b)) in keep for a, b in zip(df["trial_id"], df["seed"])]]
+        df = df[[(a, int(b)) in ids for a, b in zip(df["trial_id"], df["seed"])]]
     walked = uncached = skipped = 0
     walls, overheads = [], []
-    runs_dir = sink.results_dir(spec.storage, spec.suite) / "_runs"
     for _, row in ok.iterrows():
-        f = runs_dir / sink.trial_file_name(row["trial_id"], int(row["seed"])).replace(".parquet", ".json")
+        f = layout.summary_file(spec.suite, row["trial_id"], int(row["seed"]))
         if not f.is_file():
             continue
         s = TrialSummary.load(f)
@@ -501,7 +483,7 @@ def _summarize(spec: SweepSpec, wall: float, errors: list[str], trained: int) ->
             skipped += 1
     reused = max(0, walked - trained)
     return SweepSummary(
-        suite=spec.suite, storage=spec.storage, results=str(sink.results_dir(spec.storage, spec.suite)),
+        suite=spec.suite, storage=spec.storage, results=str(layout.results(spec.suite)),
         trials=n, ok=len(ok), failed=int((status["status"] == "failed").sum()) if len(status) else 0,
         skipped=skipped, rows=len(df), wall_s=wall, stage_runs_trained=trained, stage_runs_reused=reused,
         stage_runs_uncached=uncached, trial_wall_s=walls, trial_overhead_s=overheads, errors=errors)

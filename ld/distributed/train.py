@@ -131,7 +131,7 @@ def run_with_ray_train(task: TrialTask, *, max_failures: int = 2, timeout_s: int
         torch_config=TorchConfig(backend="nccl" if where.use_gpu else "gloo", timeout_s=timeout_s),
         scaling_config=where.scaling_config(),
         run_config=ray.train.RunConfig(
-            name=name, storage_path=str(Path(task.storage) / "train"),
+            name=name, storage_path=str(task.layout.train),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
     )

@@ -1,10 +1,10 @@
 """One sweep trial (one config x one seed) as plain phases, shared by the in-process path and Ray Train workers.
 
-`execute_trial(task, ...)` is `ld.pipeline.run_trial` with the sweep's bookkeeping around it: a
-`SweepStore` (mid-stage checkpoints, rank coordination), the sweep columns, the trial's Parquet file and a
-run summary (stage runs trained / reused, time inside training loops, evaluation time) that the Tune trial
-turns into its status row and metrics. On a worker group every rank runs the training phases; rank 0 alone
-evaluates and writes.
+`execute_trial(task, ...)` calls `ld.pipeline.run_trial` -- the same function as `ld run` -- with the sweep's
+bookkeeping around it: a `SweepStore` (mid-stage checkpoints, rank coordination), the sweep columns, the
+trial's Parquet file and a run summary (stage runs trained / reused, time inside training loops, evaluation
+time) that the Tune trial turns into its status row and metrics. On a worker group every rank runs the
+training phases; rank 0 alone evaluates and writes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 
 from ld.config import Config
 from ld.distributed import sink
+from ld.distributed.paths import StorageLayout
 from ld.distributed.store import Checkpointer, Comm, SweepStore
 
 
@@ -65,17 +66,20 @@ class TrialTask:
         return self.placement.worker_group
 
     @property
+    def layout(self) -> StorageLayout:
+        return StorageLayout.of(self.storage)
+
+    @property
     def artifacts(self) -> Path:
-        return Path(self.storage) / "artifacts"
+        return self.layout.artifacts
 
     @property
     def result_file(self) -> Path:
-        return sink.trial_file(self.storage, self.suite, self.trial_id, self.seed)
+        return self.layout.trial_file(self.suite, self.trial_id, self.seed)
 
     @property
     def summary_file(self) -> Path:
-        return sink.results_dir(self.storage, self.suite) / "_runs" / (
-            sink.trial_file_name(self.trial_id, self.seed).replace(".parquet", ".json"))
+        return self.layout.summary_file(self.suite, self.trial_id, self.seed)
 
 
 @dataclass
@@ -124,7 +128,7 @@ def fault_injector(task: TrialTask, rank: int) -> Optional[Callable[[str, int], 
         return None
     parts = task.kill_at.split(":")
     stage, at, who = parts[0], int(parts[1]), int(parts[2]) if len(parts) > 2 else 0
-    marker = Path(task.storage) / ".faults" / f"{task.trial_id}-{task.kill_at.replace(':', '_')}"
+    marker = task.layout.faults / f"{task.trial_id}-{task.kill_at.replace(':', '_')}"
 
     def on_step(name: str, step: int) -> None:
         if name == stage and step == at and rank == who and not marker.exists():
@@ -154,33 +158,25 @@ def execute_trial(task: TrialTask, *, comm: Optional[Comm] = None,
                   wrap: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None,
                   checkpointer: Optional[Checkpointer] = None,
                   device: Optional[torch.device] = None, node_id: str = "") -> Optional[TrialSummary]:
-    """Train (or reuse) every stage, then on rank 0 evaluate and write the trial's rows and run summary."""
-    from ld.data import load_dataset
-    from ld.pipeline import evaluate_trial, setup_torch, train_stages
+    """`ld.pipeline.run_trial` inside the sweep: with a `SweepStore`, and, on rank 0, the trial's rows and run
+    summary written where the sweep looks for them. Returns the summary (None on the other ranks)."""
+    from ld.pipeline import run_trial
 
     t0 = time.perf_counter()
-    cfg = task.cfg
-    dev = setup_torch(cfg)
-    device = device if device is not None else dev
     rank = comm.rank if comm is not None else 0
-    t1 = time.perf_counter()
-    ds = load_dataset(cfg.dataset)
-    data_s = time.perf_counter() - t1
     store = SweepStore(task.artifacts, checkpointer=checkpointer, checkpoint_every=task.checkpoint_every,
                        comm=comm, wrap=wrap, on_step=fault_injector(task, rank),
                        on_log=tune_loss_reporter() if task.report_losses and comm is None else None)
-    artifacts, records = train_stages(cfg, ds, store, device, task.progress)
+    res = run_trial(task.cfg, task.artifacts, suite=task.suite, progress=task.progress, store=store,
+                    device=device, evaluate=rank == 0)
     if rank != 0:
         return None
-    timings: dict[str, float] = {}
-    frame = evaluate_trial(cfg, ds, artifacts, records, device, suite=task.suite, progress=task.progress,
-                           timings=timings)
-    frame = sink.add_sweep_columns(frame, task.suite, task.axis, task.value)
+    frame = sink.add_sweep_columns(res.frame, task.suite, task.axis, task.value)
     sink.write_trial_rows(frame, task.storage, task.suite, task.trial_id, task.seed)
     summary = TrialSummary(
         trial_id=task.trial_id, seed=task.seed, rows=len(frame), metrics=trial_metrics(frame),
-        stages=[asdict(r) for r in store.runs], loop_s=store.loop_seconds, data_s=data_s,
-        eval_s=sum(v for k, v in timings.items() if k.startswith("eval_")),
+        stages=[asdict(r) for r in res.records], loop_s=sum(r.loop_s for r in res.records),
+        data_s=res.timings["data_s"], eval_s=sum(v for k, v in res.timings.items() if k.startswith("eval_")),
         phases_s=time.perf_counter() - t0, world_size=comm.world_size if comm is not None else 1,
         node_id=node_id)
     summary.save(task.summary_file)

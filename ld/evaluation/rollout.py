@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ld.data.types import DatasetInfo
-from ld.evaluation.envs import make_env_batch
+from ld.envs import make_env_batch
 
 
 class BatchPolicy(Protocol):

@@ -47,7 +47,8 @@ class SinusoidalEmbedding(nn.Module):
 
     def forward(self, k: Tensor) -> Tensor:
         half = self.dim // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=k.device, dtype=torch.float32) / max(half - 1, 1))
+        steps = torch.arange(half, device=k.device, dtype=torch.float32)
+        freqs = torch.exp(-math.log(10000.0) * steps / max(half - 1, 1))
         arg = k.float()[:, None] * freqs[None]
         emb = torch.cat([arg.sin(), arg.cos()], dim=-1)
         if self.dim % 2:
@@ -59,7 +60,9 @@ class ConvBlock(nn.Sequential):
     """Conv1d -> GroupNorm -> Mish."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 5):
-        super().__init__(nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2), nn.GroupNorm(n_groups(c_out), c_out), nn.Mish())
+        super().__init__(
+            nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2), nn.GroupNorm(n_groups(c_out), c_out), nn.Mish()
+        )
 
 
 class ResidualTemporalBlock(nn.Module):
@@ -93,7 +96,10 @@ class TemporalUNet(nn.Module):
         self.transition_dim, self.cond_dim, self.embed_dim = transition_dim, cond_dim, embed_dim
         self.factor = 2 ** (len(dim_mults) - 1)
         self.time_mlp = nn.Sequential(
-            SinusoidalEmbedding(embed_dim), nn.Linear(embed_dim, embed_hidden), nn.Mish(), nn.Linear(embed_hidden, embed_dim)
+            SinusoidalEmbedding(embed_dim),
+            nn.Linear(embed_dim, embed_hidden),
+            nn.Mish(),
+            nn.Linear(embed_hidden, embed_dim),
         )
         self.cond_mlp = nn.Sequential(nn.Linear(cond_dim, embed_hidden), nn.Mish(), nn.Linear(embed_hidden, embed_dim))
         emb = 2 * embed_dim
@@ -130,7 +136,9 @@ class TemporalUNet(nn.Module):
                 c = c * cond_mask.to(c.dtype).reshape(-1, 1)
         return torch.cat([t, c], dim=-1)
 
-    def forward(self, x: Tensor, k: Tensor, cond: Optional[Tensor] = None, cond_mask: Optional[Tensor] = None) -> Tensor:
+    def forward(
+        self, x: Tensor, k: Tensor, cond: Optional[Tensor] = None, cond_mask: Optional[Tensor] = None
+    ) -> Tensor:
         B, N, _ = x.shape
         emb = self.embed(k, cond, cond_mask, B, x)
         h = x.transpose(1, 2)                                     # [B, C, N]

@@ -1,7 +1,7 @@
 """The fast planning path: static shapes, precomputed everything, one CUDA graph per batch bucket.
 
 `Planner(..., fast=True)` routes `plan()` here. The result is the same `Plan` the eager planner returns and,
-on CPU, the same numbers: `StaticSampler` replays exactly the operations of `ld.planning.sampling.draw`
+on CPU, the same numbers: `StaticSampler` replays exactly the operations of `ld.diffusion.guided.draw`
 (classifier-free guidance in one doubled batch, energy guidance, DDPM / DDIM / DPM-Solver++ with x0 clipping)
 in the same order, drawing the same noise from the same generator, so `tests/test_fast_planning.py` checks
 outputs against `draw` for every sampler, guided and unguided.
@@ -54,19 +54,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ld.diffusion import NoiseSchedule, timesteps
-from ld.diffusion.samplers import SAMPLERS
+from ld.diffusion.samplers import SAMPLERS, coefficients
 from ld.models.energy import EnergyMLP, energy_grad, sinusoidal_embedding
-from ld.stages.codec import trajectory_energy
+from ld.planning.plan import Plan, decode_tail, to_plan
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ld.planning.planner import Plan, Planner
+    from ld.planning.planner import Planner
 
 MODES = ("auto", "eager", "graph", "compile")
 BUCKETS = tuple(2 ** i for i in range(11))  # 1 .. 1024
-
-
-def _coef(values: Tensor, device, dtype) -> Tensor:
-    return torch.as_tensor(values, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
 def bucket(b: int) -> int:
@@ -197,33 +193,12 @@ class StaticSampler:
     def capturable(self) -> bool:
         return self.energy is None or self.grad is not None
 
-    # -- coefficients: the same float64 formulas as ld.diffusion.samplers --------------------------------
+    # -- coefficients: ld.diffusion.samplers.coefficients, the samplers' own ---------------------------------
 
     def _coefficients(self) -> None:
-        sch, ts, dev, dt = self.schedule, self.ts, self.device, self.dtype
-        idx = torch.tensor(ts)
-        if self.name in ("ddpm", "ddim"):
-            abar = sch.alpha_bars
-            ab_t = abar[idx]
-            ab_prev = torch.cat([abar[idx[1:]], torch.ones(1, dtype=torch.float64)])
-            self.a, self.s = _coef(ab_t.sqrt(), dev, dt), _coef((1 - ab_t).sqrt(), dev, dt)
-            if self.name == "ddpm":
-                beta = 1 - ab_t / ab_prev
-                self.c_x0 = _coef(beta * ab_prev.sqrt() / (1 - ab_t), dev, dt)
-                self.c_xt = _coef((1 - ab_prev) * (1 - beta).sqrt() / (1 - ab_t), dev, dt)
-                self.std = _coef((self.temperature * beta * (1 - ab_prev) / (1 - ab_t)).sqrt(), dev, dt)
-            else:
-                self.a_prev, self.s_prev = _coef(ab_prev.sqrt(), dev, dt), _coef((1 - ab_prev).sqrt(), dev, dt)
-        else:
-            alpha, sigma, lam = sch.sqrt_alpha_bars[idx], sch.sqrt_one_minus_alpha_bars[idx], sch.log_snr[idx]
-            h = lam[1:] - lam[:-1]
-            ratio = sigma[1:] / sigma[:-1]
-            phi = -alpha[1:] * torch.expm1(-h)
-            r = torch.ones_like(h)
-            r[1:] = h[:-1] / h[1:]
-            self.a, self.s = _coef(alpha, dev, dt), _coef(sigma, dev, dt)
-            self.ratio, self.phi = _coef(ratio, dev, dt), _coef(phi, dev, dt)
-            self.c_cur, self.c_prev = _coef(1 + 0.5 / r, dev, dt), _coef(0.5 / r, dev, dt)
+        c = coefficients(self.schedule, self.ts, self.name, self.temperature, self.device, self.dtype)
+        for name, value in c.items():
+            setattr(self, name, value)
 
     # -- inputs (outside the graph) ----------------------------------------------------------------------
 
@@ -320,18 +295,14 @@ class FastPlanRunner:
         self.planner, self.B, self.mode = planner, int(batch), mode
         obs_dim = planner.normalizer["states"].dim
         self.sampler = StaticSampler(
-            planner.prior, planner.schedule, planner.x_shape, obs_dim, batch,
+            planner.prior, planner.prior.schedule, planner.x_shape, obs_dim, batch,
             guidance_scale=cfg.guidance_scale, temperature=cfg.temperature, sampler=cfg.sampler.name,
             steps=cfg.sampling_steps, energy=planner.energy,
             energy_scale=cfg.energy.scale if planner.guided else 0.0,
-            clip=planner.standardizer.bounds(planner.device), device=planner.device)
+            clip=planner.prior.standardizer.bounds(), device=planner.device)
         if mode in ("graph", "compile") and not self.sampler.capturable:
             raise ValueError("this energy model is not Linear/SiLU: its gradient needs autograd, which the "
                              "fast path does not capture; use fast='eager' or fast=False")
-        # the standardizer's statistics on the device once (Standardizer.back would copy them every call,
-        # a host-to-device copy that a graph capture does not allow)
-        self.mean = planner.standardizer.mean.to(planner.device)
-        self.std = planner.standardizer.std.to(planner.device)
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         self.outputs: Optional[dict[str, Tensor]] = None
         self._fn = self._body
@@ -341,12 +312,7 @@ class FastPlanRunner:
     def _body(self) -> dict[str, Tensor]:
         p, s1 = self.planner, self.sampler.cond
         x0 = self.sampler.body()
-        decoded = p.codec.decode(x0 * self.std + self.mean, s1)  # = Standardizer.back
-        energy = trajectory_energy(decoded, p.cfg.energy.target)
-        states = decoded["states"]
-        nxt = states[:, 1] if states.shape[1] > 1 else states[:, 0]
-        actions = p.codec.inverse_dynamics(s1, nxt)
-        return {"actions": actions, "states": states, "q0": decoded["q"][:, 0], "energy": energy}
+        return decode_tail(p.codec, p.prior.standardizer.back(x0), s1, p.cfg.energy.target)
 
     def _capture(self) -> None:
         stream = torch.cuda.Stream(device=self.planner.device)
@@ -375,25 +341,14 @@ class FastPlanRunner:
 
 def fast_plan(planner: "Planner", obs: np.ndarray) -> "Plan":
     """`Planner.plan` through the static path (what `Planner(fast=...)` calls)."""
-    from ld.planning.planner import Plan
-
     t0 = time.perf_counter()
     mode = resolve_mode(planner.fast, planner.device)
     runners = planner.__dict__.setdefault("_fast_runners", {})
-    s1 = planner._norm_obs(obs)
+    s1 = planner.normalize_obs(obs)
     b = s1.shape[0]
     B = b if mode == "eager" else bucket(b)
     runner = runners.get(B)
     if runner is None:
         runner = runners[B] = FastPlanRunner(planner, B, mode)
     out = runner.run(s1, planner.generator)
-    actions = out["actions"].cpu().numpy()  # the one host synchronisation of the decision
-    q0 = planner.normalizer.unnormalize("returns", out["q0"].cpu().numpy())
-    ms = (time.perf_counter() - t0) * 1000.0
-    return Plan(
-        actions=planner.normalizer.unnormalize("actions", actions),
-        states=out["states"].clone(),
-        predicted_return=np.asarray(q0, dtype=float),
-        energy=out["energy"].cpu().numpy().astype(float),
-        milliseconds=ms,
-    )
+    return to_plan(planner.normalizer, out, t0, clone=True)

@@ -13,7 +13,6 @@ evaluation reports beside the method.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -21,21 +20,14 @@ import torch
 
 from ld.config import Config
 from ld.data.normalizer import DatasetNormalizer
-from ld.planning.sampling import draw
+from ld.diffusion.guided import draw
+from ld.planning.fast import fast_plan
+from ld.planning.plan import Plan, decode_tail, to_plan
+from ld.stages import dag
 from ld.stages import energy as energy_stage
 from ld.stages import prior as prior_stage
 from ld.stages import vae as vae_stage
 from ld.stages.artifact import Artifact
-from ld.stages.codec import trajectory_energy
-
-
-@dataclass
-class Plan:
-    actions: np.ndarray  # [B, act] first action, environment units
-    states: torch.Tensor  # [B, T, obs] planned states, normalized
-    predicted_return: np.ndarray  # [B] Q(s_1, a_1) in environment return units
-    energy: np.ndarray  # [B] E of the planned trajectory (normalized units)
-    milliseconds: float  # wall time of this batched call
 
 
 class Planner:
@@ -44,66 +36,43 @@ class Planner:
         self.cfg = cfg
         self.fast = fast  # opt-in static/CUDA-graph path (ld.planning.fast): True/"auto", "graph", "compile", "eager"
         self.device = torch.device(device)
-        codec_art = artifacts[vae_stage.stage_name(cfg)]
-        self.codec = vae_stage.load_codec(codec_art)
-        self._to_device(self.codec)
+        codec_art = artifacts[dag.stage_for(cfg, "codec").name]
+        self.codec = vae_stage.load_codec(codec_art).to(self.device)
         self.normalizer = DatasetNormalizer.from_state_dict(codec_art.load_json("normalizer"))
-        prior_art = artifacts[prior_stage.stage_name(cfg)]
-        self.prior, self.schedule, self.standardizer = prior_stage.load(prior_art)
-        self.prior.to(self.device)
-        arch = prior_art.load_json("arch")
-        self.x_shape = (arch["horizon"], arch["transition_dim"])
-        self.guided = guided and cfg.beta > 0
+        prior_art = artifacts[dag.stage_for(cfg, "prior").name]
+        self.prior = prior_stage.load(prior_art).to(self.device)  # network, schedule and standardizer
+        self.x_shape = self.prior.x_shape
+        self.guided = guided and cfg.guided
         self.energy = None
         if self.guided:
-            self.energy = energy_stage.load(artifacts[energy_stage.stage_name(cfg)]).to(self.device)
+            self.energy = energy_stage.load(artifacts[dag.stage_for(cfg, "energy").name]).to(self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
-    def _to_device(self, codec) -> None:
-        for attr in ("vae", "dyn"):
-            m = getattr(codec, attr, None)
-            if m is not None:
-                m.to(self.device)
-
-    def _norm_obs(self, obs: np.ndarray) -> torch.Tensor:
+    def normalize_obs(self, obs: np.ndarray) -> torch.Tensor:
         s = self.normalizer.normalize("states", np.asarray(obs, dtype=np.float32))
         return torch.as_tensor(s, dtype=torch.float32, device=self.device)
 
     def inverse_dynamics(self, obs: np.ndarray, target_states: torch.Tensor) -> np.ndarray:
         """Actions [B, act] (environment units) that move each obs towards its planned next state."""
         with torch.no_grad():
-            a = self.codec.inverse_dynamics(self._norm_obs(obs), target_states)
+            a = self.codec.inverse_dynamics(self.normalize_obs(obs), target_states)
         return self.normalizer.unnormalize("actions", a.cpu().numpy())
 
     def plan(self, obs: np.ndarray) -> Plan:
         if self.fast:
-            from ld.planning.fast import fast_plan
-
             return fast_plan(self, obs)
         t0 = time.perf_counter()
-        s1 = self._norm_obs(obs)
+        s1 = self.normalize_obs(obs)
         x0 = draw(
-            self.prior, self.schedule, s1, self.x_shape,
+            self.prior, self.prior.schedule, s1, self.x_shape,
             guidance_scale=self.cfg.guidance_scale, temperature=self.cfg.temperature,
             sampler=self.cfg.sampler.name, steps=self.cfg.sampling_steps,
             energy=self.energy, energy_scale=self.cfg.energy.scale if self.guided else 0.0,
-            generator=self.generator, clip=self.standardizer.bounds(self.device),
+            generator=self.generator, clip=self.prior.standardizer.bounds(),
         )
         with torch.no_grad():
-            decoded = self.codec.decode(self.standardizer.back(x0), s1)
-            energy = trajectory_energy(decoded, self.cfg.energy.target)
-            states = decoded["states"]
-            nxt = states[:, 1] if states.shape[1] > 1 else states[:, 0]
-            actions = self.codec.inverse_dynamics(s1, nxt)
-        q0 = self.normalizer.unnormalize("returns", decoded["q"][:, 0].cpu().numpy())
-        ms = (time.perf_counter() - t0) * 1000.0
-        return Plan(
-            actions=self.normalizer.unnormalize("actions", actions.cpu().numpy()),
-            states=states,
-            predicted_return=np.asarray(q0, dtype=float),
-            energy=energy.cpu().numpy().astype(float),
-            milliseconds=ms,
-        )
+            out = decode_tail(self.codec, self.prior.standardizer.back(x0), s1, self.cfg.energy.target)
+        return to_plan(self.normalizer, out, t0)
 
 
 class RecedingHorizonPolicy:

@@ -126,8 +126,14 @@ class ArtifactStore:
         key: str,
         manifest: dict[str, Any],
         produce: Callable[[ArtifactWriter], None],
+        *,
+        run: Any = None,
+        trains: bool = True,
     ) -> tuple[Artifact, bool]:
-        """Return (artifact, reused). Runs `produce` only if the artifact does not exist yet."""
+        """Return (artifact, reused). Runs `produce` only if the artifact does not exist yet.
+
+        `run` (the pipeline's `StageRun`) and `trains` (gradient loop or sampling only) are for stores that
+        coordinate a worker group or checkpoint (`ld.distributed.store.SweepStore`); this one needs neither."""
         found = self.get(stage, key)
         if found is not None:
             return found, True

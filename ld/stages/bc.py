@@ -18,12 +18,10 @@ from ld.config import Config
 from ld.data.normalizer import Normalizer
 from ld.models.mlp import mlp
 from ld.stages.artifact import Artifact, ArtifactWriter
-from ld.stages.common import StageInputs, publish
+from ld.stages.common import StageInputs
 from ld.stages.training import train_loop
 
 NAME = "bc"
-VERSION = 4  # 2: CORL-style BC with its own fields on transitions; 3, 4: stops once converged
-READS = ["bc"]
 
 
 def converged(history: list[tuple[int, float]], tail: float = 0.2, tol: float = 0.02, window: int = 0) -> bool:
@@ -39,38 +37,35 @@ def converged(history: list[tuple[int, float]], tail: float = 0.2, tol: float = 
     return (before[-1] - history[-1][1]) < tol * abs(before[-1])
 
 
-def run(cfg: Config, inputs: StageInputs) -> Artifact:
+def produce(cfg: Config, inputs: StageInputs, out: ArtifactWriter) -> None:
+    """Fit the BC MLP on every transition until its loss converges (or the `bc.steps` cap)."""
     ds = inputs.dataset
+    states = np.concatenate([e.observations for e in ds.episodes]).astype(np.float32)
+    actions = np.concatenate([e.actions for e in ds.episodes]).astype(np.float32)
+    norm = {"states": Normalizer.fit(states), "actions": Normalizer.fit(actions)}
+    s_all = torch.as_tensor(norm["states"].normalize(states), dtype=torch.float32, device=inputs.device)
+    a_all = torch.as_tensor(norm["actions"].normalize(actions), dtype=torch.float32, device=inputs.device)
+    torch.manual_seed(cfg.seed)
+    bc = cfg.bc
+    arch = {"obs_dim": ds.obs_dim, "act_dim": ds.act_dim, "hidden": bc.hidden, "layers": bc.layers}
+    model = mlp(ds.obs_dim, bc.hidden, bc.layers, ds.act_dim).to(inputs.device)
+    n = s_all.shape[0]
 
-    def produce(out: ArtifactWriter) -> None:
-        states = np.concatenate([e.observations for e in ds.episodes]).astype(np.float32)
-        actions = np.concatenate([e.actions for e in ds.episodes]).astype(np.float32)
-        norm = {"states": Normalizer.fit(states), "actions": Normalizer.fit(actions)}
-        s_all = torch.as_tensor(norm["states"].normalize(states), dtype=torch.float32, device=inputs.device)
-        a_all = torch.as_tensor(norm["actions"].normalize(actions), dtype=torch.float32, device=inputs.device)
-        torch.manual_seed(cfg.seed)
-        bc = cfg.bc
-        arch = {"obs_dim": ds.obs_dim, "act_dim": ds.act_dim, "hidden": bc.hidden, "layers": bc.layers}
-        model = mlp(ds.obs_dim, bc.hidden, bc.layers, ds.act_dim).to(inputs.device)
-        n = s_all.shape[0]
+    def loss_fn(step, rng, gen):
+        idx = torch.from_numpy(rng.integers(0, n, bc.batch_size)).to(inputs.device)
+        return ((model(s_all[idx]) - a_all[idx]) ** 2).mean(), {}
 
-        def loss_fn(step, rng, gen):
-            idx = torch.from_numpy(rng.integers(0, n, bc.batch_size)).to(inputs.device)
-            return ((model(s_all[idx]) - a_all[idx]) ** 2).mean(), {}
-
-        log_every = max(1, bc.steps // 50)
-        result = train_loop(model, loss_fn, steps=bc.steps, lr=bc.lr, seed=cfg.seed, desc=NAME,
-                            log_every=log_every, progress=inputs.progress,
-                            until=lambda h: h[-1][0] >= bc.steps // 5 and converged(h, window=bc.steps // 10))
-        out.save("model", {k: v.cpu() for k, v in model.state_dict().items()})
-        out.save_json("arch", arch)
-        out.save_json("normalizer", {k: v.state_dict() for k, v in norm.items()})
-        out.metrics.update(result.summary())
-        out.metrics["history"] = result.history
-        out.metrics["converged"] = converged(result.history)
-        out.metrics["transitions"] = int(n)
-
-    return publish(NAME, READS, cfg, inputs, [], produce, version=VERSION)
+    log_every = max(1, bc.steps // 50)
+    result = train_loop(model, loss_fn, steps=bc.steps, lr=bc.lr, seed=cfg.seed, desc=NAME,
+                        log_every=log_every, progress=inputs.progress,
+                        until=lambda h: h[-1][0] >= bc.steps // 5 and converged(h, window=bc.steps // 10))
+    out.save("model", {k: v.cpu() for k, v in model.state_dict().items()})
+    out.save_json("arch", arch)
+    out.save_json("normalizer", {k: v.state_dict() for k, v in norm.items()})
+    out.metrics.update(result.summary())
+    out.metrics["history"] = result.history
+    out.metrics["converged"] = converged(result.history)
+    out.metrics["transitions"] = int(n)
 
 
 class BCPolicy:

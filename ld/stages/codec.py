@@ -33,8 +33,11 @@ class Codec(Protocol):
     def inverse_dynamics(self, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor: ...
 
 
-class LatentCodec:
+class LatentCodec(nn.Module):
+    """A module, so one `.to(device)` moves everything planning decodes with."""
+
     def __init__(self, vae: TrajectoryVAE):
+        super().__init__()
         self.vae = vae.eval()
         self.x_shape = tuple(vae.latent_shape)
 
@@ -74,8 +77,9 @@ class RawDynamics(nn.Module):
         return id_loss + v_loss, {"inv_dyn": float(id_loss.detach()), "value": float(v_loss.detach())}
 
 
-class RawCodec:
+class RawCodec(nn.Module):
     def __init__(self, dynamics: RawDynamics, horizon: int):
+        super().__init__()
         self.dyn = dynamics.eval()
         self.obs_dim = dynamics.obs_dim
         self.x_shape = (horizon, dynamics.obs_dim + dynamics.act_dim)

@@ -1,4 +1,5 @@
-"""Stage 4: the intermediate energy f_eta(x_k, s_1, k) that turns prior sampling into planning.
+"""Stage 4 (role `energy`; stages `energy` and `raw_energy`, declared in `ld.stages.dag`): the intermediate
+energy f_eta(x_k, s_1, k) that turns prior sampling into planning.
 
 Each support sequence x0_i of an initial state s_1 is decoded to a trajectory and scored,
 E_i = E(h(x0_i, s_1)) (`trajectory_energy`: -Q summed over the window, or -return for the Diffuser-style
@@ -21,22 +22,13 @@ import torch
 from ld.config import Config
 from ld.models.energy import ENERGY_LOSSES, EnergyMLP, effective_sample_size
 from ld.stages import prior as prior_stage
-from ld.stages import support as support_stage
 from ld.stages import vae as vae_stage
 from ld.stages.artifact import Artifact, ArtifactWriter
 from ld.stages.codec import trajectory_energy
-from ld.stages.common import StageInputs, publish
+from ld.stages.common import StageInputs
 from ld.stages.training import train_loop
 
 NAME = "energy"
-# 2: E = -sum_t Q (was the window mean), "return" = -G_1, E-MSE without shift or clipping, ESS diagnostics
-VERSION = 2
-READS = ["beta", "energy.target", "energy.loss", "energy.hidden", "energy.layers", "energy.lr",
-         "energy.batch_size", "energy.steps"]
-
-
-def stage_name(cfg: Config) -> str:
-    return "raw_energy" if cfg.modeling == "raw" else NAME
 
 
 def build_model(arch: dict) -> EnergyMLP:
@@ -64,48 +56,43 @@ def support_energies(codec, standardizer, states: torch.Tensor, x: torch.Tensor,
     return torch.cat(out).reshape(S, M)
 
 
-def run(cfg: Config, inputs: StageInputs) -> Artifact:
-    up_codec, up_prior, up_support = (vae_stage.stage_name(cfg), prior_stage.stage_name(cfg),
-                                      support_stage.stage_name(cfg))
+def produce(cfg: Config, inputs: StageInputs, out: ArtifactWriter) -> None:
+    """Score every support sequence with the trajectory energy, then fit f_eta on noised supports."""
+    codec = vae_stage.load_codec(inputs.upstream["codec"])
+    prior = prior_stage.load(inputs.upstream["prior"])
+    schedule, standardizer = prior.schedule, prior.standardizer
+    sup = inputs.upstream["support"].load("support")
+    states, x = sup["states"], sup["x"]
+    energies = support_energies(codec, standardizer, states, x, cfg.energy.target)
+    torch.manual_seed(cfg.seed)
+    ec = cfg.energy
+    arch = {"x_dim": x.shape[2] * x.shape[3], "x_shape": [x.shape[2], x.shape[3]], "cond_dim": states.shape[1],
+            "hidden": ec.hidden, "layers": ec.layers, "diffusion_steps": schedule.K}
+    model = build_model(arch).to(inputs.device)
+    loss_of = ENERGY_LOSSES[ec.loss]
+    S = states.shape[0]
+    dev = inputs.device
 
-    def produce(out: ArtifactWriter) -> None:
-        codec = vae_stage.load_codec(inputs.upstream[up_codec])
-        _, schedule, standardizer = prior_stage.load(inputs.upstream[up_prior])
-        sup = inputs.upstream[up_support].load("support")
-        states, x = sup["states"], sup["x"]
-        energies = support_energies(codec, standardizer, states, x, cfg.energy.target)
-        torch.manual_seed(cfg.seed)
-        ec = cfg.energy
-        arch = {"x_dim": x.shape[2] * x.shape[3], "x_shape": [x.shape[2], x.shape[3]], "cond_dim": states.shape[1], "hidden": ec.hidden,
-                "layers": ec.layers, "diffusion_steps": schedule.K}
-        model = build_model(arch).to(inputs.device)
-        loss_of = ENERGY_LOSSES[ec.loss]
-        S = states.shape[0]
-        dev = inputs.device
+    def loss_fn(step, rng, gen):
+        idx = torch.from_numpy(rng.integers(0, S, min(ec.batch_size, S)))
+        x0, s1, e = x[idx].to(dev), states[idx].to(dev), energies[idx].to(dev)
+        k = torch.randint(0, schedule.K, (len(idx),), generator=gen).to(dev)
+        noise = torch.randn(x0.shape, generator=gen).to(dev)
+        alpha, sigma = schedule.alpha_sigma(k)
+        xk = alpha.float()[:, None, None, None] * x0 + sigma.float()[:, None, None, None] * noise
+        M = x0.shape[1]
+        f = model(xk, s1[:, None].expand(-1, M, -1), k[:, None].expand(-1, M))
+        return loss_of(f, e, cfg.beta), {}
 
-        def loss_fn(step, rng, gen):
-            idx = torch.from_numpy(rng.integers(0, S, min(ec.batch_size, S)))
-            x0, s1, e = x[idx].to(dev), states[idx].to(dev), energies[idx].to(dev)
-            k = torch.randint(0, schedule.K, (len(idx),), generator=gen).to(dev)
-            noise = torch.randn(x0.shape, generator=gen).to(dev)
-            alpha, sigma = schedule.alpha_sigma(k)
-            xk = alpha.float()[:, None, None, None] * x0 + sigma.float()[:, None, None, None] * noise
-            M = x0.shape[1]
-            f = model(xk, s1[:, None].expand(-1, M, -1), k[:, None].expand(-1, M))
-            return loss_of(f, e, cfg.beta), {}
-
-        emse = ec.loss == "emse"
-        result = train_loop(model, loss_fn, steps=ec.steps, lr=ec.lr, seed=cfg.seed, desc=stage_name(cfg),
-                            log_every=cfg.train.log_every, progress=inputs.progress,
-                            grad_clip=None if emse else 1.0, nonfinite="stop" if emse else "raise")
-        out.save("model", {k: v.cpu() for k, v in model.state_dict().items()})
-        out.save_json("arch", arch)
-        out.metrics.update(result.summary())
-        out.metrics["history"] = result.history
-        out.metrics.update(energy_diagnostics(energies, cfg.beta))
-
-    return publish(stage_name(cfg), READS, cfg, inputs, [up_codec, up_prior, up_support], produce,
-                   version=VERSION)
+    emse = ec.loss == "emse"
+    result = train_loop(model, loss_fn, steps=ec.steps, lr=ec.lr, seed=cfg.seed, desc=NAME,
+                        log_every=cfg.train.log_every, progress=inputs.progress,
+                        grad_clip=None if emse else 1.0, nonfinite="stop" if emse else "raise")
+    out.save("model", {k: v.cpu() for k, v in model.state_dict().items()})
+    out.save_json("arch", arch)
+    out.metrics.update(result.summary())
+    out.metrics["history"] = result.history
+    out.metrics.update(energy_diagnostics(energies, cfg.beta))
 
 
 def energy_diagnostics(energies: torch.Tensor, beta: float) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""Stage 2: the score-based prior p_theta(x | s_1) over the codec's sequences (latents, or raw windows).
+"""Stage 2 (role `prior`; stages `prior` and `raw_prior`, declared in `ld.stages.dag`): the score-based
+prior p_theta(x | s_1) over the codec's sequences (latents, or raw windows).
 
 A temporal U-Net trained with the epsilon-prediction loss over K diffusion steps; s_1 is dropped with
 probability `prior.cond_dropout` so one network gives both the conditional and unconditional scores that
@@ -8,24 +9,18 @@ classifier-free guidance mixes. The training targets are the encoder means of ev
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ld.config import Config
 from ld.diffusion import NoiseSchedule, eps_loss
 from ld.models.unet import TemporalUNet
 from ld.stages import vae as vae_stage
 from ld.stages.artifact import Artifact, ArtifactWriter
-from ld.stages.common import StageInputs, publish
+from ld.stages.common import StageInputs
 from ld.stages.data import training_data
-
 from ld.stages.training import train_loop
 
 NAME = "prior"
-VERSION = 3  # 2: the standardizer records the data range used to clip x0 predictions; 3: targets encoded with the training mask
-READS = ["diffusion_steps", "prior"]
-
-
-def stage_name(cfg: Config) -> str:
-    return "raw_prior" if cfg.modeling == "raw" else NAME
 
 
 def build_model(arch: dict) -> TemporalUNet:
@@ -34,14 +29,18 @@ def build_model(arch: dict) -> TemporalUNet:
                         embed_dim=p["embed_dim"], embed_hidden=p["embed_hidden"])
 
 
-class Standardizer:
+class Standardizer(nn.Module):
     """Per-channel standardization of x_0 before diffusion: the VAE's latents are not unit-scale (its KL
     weight is ~1e-6), while the noise schedule assumes data of roughly unit variance. It also keeps the
-    per-channel range of the standardized training data, which samplers clip x0 predictions to."""
+    per-channel range of the standardized training data, which samplers clip x0 predictions to. Its
+    statistics are buffers, so they move with the prior."""
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
-        self.mean, self.std = mean.float(), std.float().clamp_min(1e-4)
-        self.lo, self.hi = lo.float(), hi.float()
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("std", std.float().clamp_min(1e-4))
+        self.register_buffer("lo", lo.float())
+        self.register_buffer("hi", hi.float())
 
     @classmethod
     def fit(cls, x0: torch.Tensor) -> "Standardizer":
@@ -50,25 +49,42 @@ class Standardizer:
         z = (flat - mean) / std
         return cls(mean, std, z.min(0).values, z.max(0).values)
 
-    def bounds(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.lo.to(device), self.hi.to(device)
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lo, self.hi
 
-    def to(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
 
     def back(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.std.to(x.device) + self.mean.to(x.device)
+        return x * self.std + self.mean
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
+    def stats(self) -> dict[str, torch.Tensor]:
         return {"mean": self.mean, "std": self.std, "lo": self.lo, "hi": self.hi}
 
 
-def load(artifact: Artifact) -> tuple[TemporalUNet, NoiseSchedule, Standardizer]:
+class DiffusionPrior(nn.Module):
+    """The trained prior as one module (as Diffuser's GaussianDiffusion): the eps network, its K-step noise
+    schedule and the standardizer of x_0, so one `.to(device)` moves all of it. Called like the network
+    (`prior(x_k, k, cond, cond_mask) -> eps`), so every sampler takes it as is."""
+
+    def __init__(self, net: TemporalUNet, schedule: NoiseSchedule, standardizer: Standardizer,
+                 x_shape: tuple[int, int]):
+        super().__init__()
+        self.net, self.schedule, self.standardizer = net, schedule, standardizer
+        self.x_shape = tuple(x_shape)
+
+    def forward(self, x, k, cond=None, cond_mask=None):
+        return self.net(x, k, cond, cond_mask)
+
+
+def load(artifact: Artifact) -> DiffusionPrior:
     arch = artifact.load_json("arch")
-    model = build_model(arch)
-    model.load_state_dict(artifact.load("model"))
+    net = build_model(arch)
+    net.load_state_dict(artifact.load("model"))
     stats = artifact.load("standardizer")
-    return model.eval(), NoiseSchedule(arch["diffusion_steps"]), Standardizer(stats["mean"], stats["std"], stats["lo"], stats["hi"])
+    standardizer = Standardizer(stats["mean"], stats["std"], stats["lo"], stats["hi"])
+    return DiffusionPrior(net, NoiseSchedule(arch["diffusion_steps"]), standardizer,
+                          (arch["horizon"], arch["transition_dim"])).eval()
 
 
 @torch.no_grad()
@@ -83,35 +99,31 @@ def encode_all(codec, data, device, chunk: int = 2048) -> tuple[torch.Tensor, to
     return torch.cat(xs), torch.cat(conds)
 
 
-def run(cfg: Config, inputs: StageInputs) -> Artifact:
+def produce(cfg: Config, inputs: StageInputs, out: ArtifactWriter) -> None:
+    """Encode every window with the upstream codec, standardize, and fit the eps-prediction U-Net."""
     data = training_data(cfg, inputs)
-    up = vae_stage.stage_name(cfg)
+    codec = vae_stage.load_codec(inputs.upstream["codec"])
+    x0, s1 = encode_all(codec, data, inputs.device)
+    standardizer = Standardizer.fit(x0)
+    x0 = standardizer.standardize(x0)
+    torch.manual_seed(cfg.seed)
+    arch = {"transition_dim": x0.shape[-1], "cond_dim": s1.shape[-1], "horizon": x0.shape[1],
+            "diffusion_steps": cfg.diffusion_steps, "prior": cfg.prior.model_dump()}
+    model = build_model(arch).to(inputs.device)
+    schedule = NoiseSchedule(cfg.diffusion_steps)
+    pc = cfg.prior
 
-    def produce(out: ArtifactWriter) -> None:
-        codec = vae_stage.load_codec(inputs.upstream[up])
-        x0, s1 = encode_all(codec, data, inputs.device)
-        standardizer = Standardizer.fit(x0)
-        x0 = standardizer.to(x0)
-        torch.manual_seed(cfg.seed)
-        arch = {"transition_dim": x0.shape[-1], "cond_dim": s1.shape[-1], "horizon": x0.shape[1],
-                "diffusion_steps": cfg.diffusion_steps, "prior": cfg.prior.model_dump()}
-        model = build_model(arch).to(inputs.device)
-        schedule = NoiseSchedule(cfg.diffusion_steps)
-        pc = cfg.prior
+    def loss_fn(step, rng, gen):
+        idx = torch.from_numpy(rng.integers(0, x0.shape[0], pc.batch_size))
+        loss = eps_loss(model, x0[idx].to(inputs.device), s1[idx].to(inputs.device), schedule,
+                        pc.cond_dropout, generator=gen)
+        return loss, {}
 
-        def loss_fn(step, rng, gen):
-            idx = torch.from_numpy(rng.integers(0, x0.shape[0], pc.batch_size))
-            loss = eps_loss(model, x0[idx].to(inputs.device), s1[idx].to(inputs.device), schedule,
-                            pc.cond_dropout, generator=gen)
-            return loss, {}
-
-        result = train_loop(model, loss_fn, steps=pc.steps, lr=pc.lr, seed=cfg.seed, desc=stage_name(cfg),
-                            log_every=cfg.train.log_every, progress=inputs.progress)
-        out.save("model", {k: v.cpu() for k, v in model.state_dict().items()})
-        out.save("standardizer", standardizer.state_dict())
-        out.save_json("arch", arch)
-        out.metrics.update(result.summary())
-        out.metrics["history"] = result.history
-        out.metrics["latent_std_mean"] = float(standardizer.std.mean())
-
-    return publish(stage_name(cfg), READS, cfg, inputs, [up], produce, version=VERSION)
+    result = train_loop(model, loss_fn, steps=pc.steps, lr=pc.lr, seed=cfg.seed, desc=NAME,
+                        log_every=cfg.train.log_every, progress=inputs.progress)
+    out.save("model", {k: v.cpu() for k, v in model.state_dict().items()})
+    out.save("standardizer", standardizer.stats())
+    out.save_json("arch", arch)
+    out.metrics.update(result.summary())
+    out.metrics["history"] = result.history
+    out.metrics["latent_std_mean"] = float(standardizer.std.mean())

@@ -1,4 +1,5 @@
-"""Stage 1: the latent action representation (VAE over trajectory windows), or its raw-space stand-in.
+"""Stage 1 (role `codec`): the latent action representation (VAE over trajectory windows), or its raw-space
+stand-in. The math of the stages `vae` and `raw_dynamics`; their declarations are in `ld.stages.dag`.
 
 modeling = latent: tokens (s, a, r, G); modeling = skill: tokens (s, a) only (no future information in the
 latent); modeling = raw: no VAE, only the inverse-dynamics and reward/return heads on raw windows
@@ -15,24 +16,16 @@ from ld.config import Config, VAEConfig
 from ld.models.vae import TrajectoryVAE
 from ld.stages.artifact import Artifact, ArtifactWriter
 from ld.stages.codec import LatentCodec, RawCodec, RawDynamics
-from ld.stages.common import StageInputs, publish
+from ld.stages.common import StageInputs
 from ld.stages.data import training_data
 from ld.stages.training import train_loop
 
 NAME = "vae"
-# 2: r and G are reconstructed from (s_1, z) by the decoder (was: a value head on the true (s, a))
-VERSION = 2
 RAW_NAME = "raw_dynamics"
-READS = ["modeling", "latent_step", "horizon", "gamma", "vae"]
-RAW_READS = ["horizon", "gamma", "vae.id_hidden", "vae.id_layers", "vae.value_hidden", "vae.value_layers",
-             "vae.lr", "vae.batch_size", "vae.steps"]
-
-
-def stage_name(cfg: Config) -> str:
-    return RAW_NAME if cfg.modeling == "raw" else NAME
 
 
 def _arch(cfg: Config, obs_dim: int, act_dim: int) -> dict:
+    """The VAE's architecture record (latent and skill selections)."""
     return {
         "obs_dim": obs_dim,
         "act_dim": act_dim,
@@ -83,33 +76,50 @@ def train_inverse_dynamics(net: torch.nn.Module, data, cfg: Config, inputs: Stag
                       log_every=cfg.train.log_every, progress=inputs.progress)
 
 
-def run(cfg: Config, inputs: StageInputs) -> Artifact:
+def _save_codec(out: ArtifactWriter, model: torch.nn.Module, arch: dict, data, result) -> None:
+    out.save("model", {k: v.cpu() for k, v in model.state_dict().items()})
+    out.save_json("arch", arch)
+    out.save_json("normalizer", data.normalizer.state_dict())
+    out.metrics.update(result.summary())
+    out.metrics["history"] = result.history
+
+
+def produce_vae(cfg: Config, inputs: StageInputs, out: ArtifactWriter) -> None:
+    """The latent codec: the trajectory VAE (tokens (s, a, r, G), or (s, a) for the skill selection) with
+    its inverse dynamics, trained jointly or, with `vae.id_steps`, in the paper's separate loop."""
     data = training_data(cfg, inputs)
+    torch.manual_seed(cfg.seed)
+    arch = _arch(cfg, data.obs_dim, data.act_dim)
+    model = build_model(arch).to(inputs.device)
+    vc = cfg.vae
+    separate_id = vc.id_steps is not None
 
-    def produce(out: ArtifactWriter) -> None:
-        torch.manual_seed(cfg.seed)
-        arch = _arch(cfg, data.obs_dim, data.act_dim)
-        model = build_model(arch).to(inputs.device)
-        vc = cfg.vae
+    def loss_fn(step, rng, gen):
+        batch = data.batch(rng.integers(0, data.n, vc.batch_size), inputs.device)
+        return model.loss(batch, generator=gen, inverse_dynamics=not separate_id)
 
-        separate_id = vc.id_steps is not None and cfg.modeling != "raw"
+    result = train_loop(model, loss_fn, steps=vc.steps, lr=vc.lr, seed=cfg.seed, desc=NAME,
+                        log_every=cfg.train.log_every, progress=inputs.progress)
+    if separate_id:
+        id_result = train_inverse_dynamics(model.inverse_dynamics, data, cfg, inputs)
+        out.metrics.update({f"inv_dyn_{k}": v for k, v in id_result.summary().items()})
+    _save_codec(out, model, arch, data, result)
 
-        def loss_fn(step, rng, gen):
-            batch = data.batch(rng.integers(0, data.n, vc.batch_size), inputs.device)
-            if cfg.modeling == "raw":
-                return model.loss(batch)
-            return model.loss(batch, generator=gen, inverse_dynamics=not separate_id)
 
-        result = train_loop(model, loss_fn, steps=vc.steps, lr=vc.lr, seed=cfg.seed,
-                            desc=stage_name(cfg), log_every=cfg.train.log_every, progress=inputs.progress)
-        if separate_id:
-            id_result = train_inverse_dynamics(model.inverse_dynamics, data, cfg, inputs)
-            out.metrics.update({f"inv_dyn_{k}": v for k, v in id_result.summary().items()})
-        out.save("model", {k: v.cpu() for k, v in model.state_dict().items()})
-        out.save_json("arch", arch)
-        out.save_json("normalizer", data.normalizer.state_dict())
-        out.metrics.update(result.summary())
-        out.metrics["history"] = result.history
+def produce_raw_dynamics(cfg: Config, inputs: StageInputs, out: ArtifactWriter) -> None:
+    """The raw selection's stand-in for the codec: no latent, only the inverse dynamics and the
+    reward/return heads trained on raw windows."""
+    data = training_data(cfg, inputs)
+    torch.manual_seed(cfg.seed)
+    vc = cfg.vae
+    heads = {k: getattr(vc, k) for k in ("id_hidden", "id_layers", "value_hidden", "value_layers")}
+    arch = {"obs_dim": data.obs_dim, "act_dim": data.act_dim, "horizon": cfg.horizon, "modeling": "raw",
+            "vae": heads}
+    model = build_model(arch).to(inputs.device)
 
-    reads = RAW_READS if cfg.modeling == "raw" else READS
-    return publish(stage_name(cfg), reads, cfg, inputs, [], produce, version=VERSION)
+    def loss_fn(step, rng, gen):
+        return model.loss(data.batch(rng.integers(0, data.n, vc.batch_size), inputs.device))
+
+    result = train_loop(model, loss_fn, steps=vc.steps, lr=vc.lr, seed=cfg.seed, desc=RAW_NAME,
+                        log_every=cfg.train.log_every, progress=inputs.progress)
+    _save_codec(out, model, arch, data, result)

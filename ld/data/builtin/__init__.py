@@ -7,8 +7,8 @@ Families:
 - `pointmaze-{umaze,medium,large}` (maze.py): D4RL maze2d-style waypoint-controller data on
   PointMaze_*-v3, sparse reward relative to one fixed evaluation goal, fixed evaluation start.
 - `halfcheetah-{medium,medium-replay,medium-expert}` (locomotion.py): a TD3 agent trained by the project
-  itself on HalfCheetah-v5 (no pretrained weights), checkpointed at a medium and an expert level and cached
-  under `<data_dir>/policies/`; datasets built like D4RL's.
+  itself on HalfCheetah-v5 (no pretrained weights; td3.py), checkpointed at a medium and an expert level and
+  cached under `<data_dir>/policies/`; datasets built like D4RL's.
 
 Every file carries a `DatasetInfo` (env id, reset options, reference scores measured in the real env, the
 behavior policy, generator version, seed, sizes and timings) in its `ld_info` attribute.
@@ -30,7 +30,8 @@ from ld.data.types import DataError
 
 from . import locomotion, maze
 
-GENERATOR_VERSION = "1"
+# 2: HalfCheetah data rolls out the behavior policies shipped with ld (td3.SHIPPED), the same on every machine
+GENERATOR_VERSION = "2"
 
 MAZE_NAMES = tuple(maze.MAZES)
 LOCOMOTION_NAMES = tuple(locomotion.DATASETS)

@@ -9,7 +9,7 @@ Each episode starts at a uniformly random free cell (the env's own reset noise o
 
 Reward (stored and in evaluation) is D4RL's sparse maze2d reward relative to ONE fixed evaluation goal cell,
 whatever the controller is heading to: 1 when the point is within 0.5 of the goal cell's centre after the
-step, else 0. Evaluation starts from one fixed start cell (`info.reset_options`); `ld.evaluation.envs.make_env`
+step, else 0. Evaluation starts from one fixed start cell (`info.reset_options`); `ld.envs.make_env`
 builds the same env (continuing task, fixed goal, same reward), and generation steps exactly that env.
 
 References: ref_min = mean return of uniformly random actions from the fixed start; ref_max = mean return of
@@ -59,7 +59,9 @@ class WaypointController:
         self.kp, self.kd = kp, kd
         mm = maze.maze_map
         self.free = [(r, c) for r in range(len(mm)) for c in range(len(mm[0])) if mm[r][c] != 1]
-        self.centers = {cell: np.asarray(maze.cell_rowcol_to_xy(np.array(cell)), dtype=np.float64) for cell in self.free}
+        self.centers = {
+            cell: np.asarray(maze.cell_rowcol_to_xy(np.array(cell)), dtype=np.float64) for cell in self.free
+        }
         self.dist: dict[tuple[int, int], dict[tuple[int, int], int]] = {}
         self._next: dict[tuple[tuple[int, int], tuple[int, int]], tuple[int, int]] = {}
         for goal in self.free:
@@ -124,7 +126,7 @@ def _run_episode(env, policy: Callable[[np.ndarray], np.ndarray], seed: Optional
 def measure_refs(info: DatasetInfo, seed: int, episodes: int = 20) -> dict[str, float]:
     """Mean returns from the fixed start to the fixed goal: uniformly random actions and the noise-free
     controller. Uses the evaluation env itself."""
-    from ld.evaluation.envs import make_env
+    from ld.envs import make_env
 
     env = make_env(info)
     ctrl = WaypointController(env.unwrapped.maze)
@@ -152,7 +154,7 @@ def generate(
     """Arrays (D4RL layout), metadata and infos (infos/goal = the controller's current goal xy)."""
     from tqdm.auto import tqdm
 
-    from ld.evaluation.envs import make_env
+    from ld.envs import make_env
 
     spec = MAZES[name]
     episodes = episodes or spec.default_episodes

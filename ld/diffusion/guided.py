@@ -10,7 +10,8 @@ from typing import Optional
 
 import torch
 
-from ld.diffusion import NoiseSchedule, cfg_eps, energy_guided, sample
+from ld.diffusion.samplers import cfg_eps, energy_guided, sample
+from ld.diffusion.schedule import NoiseSchedule
 from ld.models.energy import EnergyMLP, energy_grad
 
 

@@ -1,4 +1,5 @@
-"""Evaluation environments built from a dataset's metadata (`DatasetInfo`).
+"""Environments built from a dataset's metadata (`DatasetInfo`), shared by built-in data generation
+(`ld.data.builtin`) and evaluation (`ld.evaluation`).
 
 `make_env(info)` returns a gymnasium env whose observation is a flat `Box` laid out exactly like the
 dataset's observations:
