@@ -172,7 +172,7 @@ def test_loss_metrics_and_skill_mode_without_rewards():
     vae = TrajectoryVAE(OBS, ACT, horizon=6, latent_step=2, cfg=tiny_cfg(), use_rewards=False)
     batch = random_batch(2, 6)
     loss, metrics = vae.loss(batch)
-    assert set(metrics) == {"recon", "inv_dyn", "value", "kl", "total"}
+    assert set(metrics) == {"recon", "recon_actions", "inv_dyn", "value", "kl", "total"}
     assert all(isinstance(v, float) for v in metrics.values())
     assert metrics["total"] == pytest.approx(loss.item())
     # skill tokens are (s, a) only: rewards and returns are not needed to encode
@@ -181,6 +181,26 @@ def test_loss_metrics_and_skill_mode_without_rewards():
     no_r = {k: batch[k] for k in ("states", "actions", "mask")}
     _, metrics = vae.loss(no_r)
     assert metrics["value"] == 0.0
+
+
+def test_reconstruction_covers_the_decoded_actions():
+    """The paper's x_hat_t includes a_hat_t: the action decoder (inverse dynamics) applied to the *decoded*
+    states. Its error is in the loss, and its gradient reaches the state decoder."""
+    torch.manual_seed(0)
+    vae = TrajectoryVAE(OBS, ACT, horizon=6, latent_step=2, cfg=tiny_cfg())
+    batch = random_batch(3, 6)
+    _, m = vae.loss(batch, generator=torch.Generator().manual_seed(0))
+    # the same z (same generator) by hand: f(s_hat_t, s_hat_t+1) against a_t
+    mean, logvar = vae.encode(batch["states"], batch["actions"], batch["rewards"], batch["returns"],
+                              mask=batch["mask"])
+    eps = torch.randn(mean.shape, generator=torch.Generator().manual_seed(0))
+    s_hat, _, _ = vae.reconstruct(mean + torch.exp(0.5 * logvar) * eps, batch["states"][:, 0])
+    pair = batch["mask"][:, :-1] * batch["mask"][:, 1:]
+    err = ((vae.inverse_dynamics(s_hat[:, :-1], s_hat[:, 1:]) - batch["actions"][:, :-1]) ** 2).mean(-1)
+    term = (err * pair).sum() / pair.sum()
+    assert m["recon_actions"] == pytest.approx(term.detach().item(), rel=1e-5) and m["recon_actions"] > 0
+    term.backward()  # the decoded-action error alone trains the state decoder (and the encoder)
+    assert vae.to_state.weight.grad.abs().sum() > 0 and vae.to_latent.weight.grad.abs().sum() > 0
 
 
 def test_decode_shapes_and_differentiable_in_z():

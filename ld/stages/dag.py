@@ -48,7 +48,8 @@ VAE = Stage(
     name=vae.NAME, role="codec", trains=True, upstream=(),
     reads=("modeling", "latent_step", "horizon", "gamma", "vae"),
     # 2: r and G are reconstructed from (s_1, z) by the decoder (was: a value head on the true (s, a))
-    version=2,
+    # 3: the reconstruction covers the decoded actions f(s_hat_t, s_hat_t+1) (the paper's a_hat_t)
+    version=3,
     code=("ld.stages.vae", "ld.stages.codec", "ld.models.vae", "ld.models.transformer", "ld.models.mlp",
           *WINDOWS, *TRAINING),
     produce=vae.produce_vae,
