@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
@@ -152,8 +151,7 @@ class SweepStore(ArtifactStore):
         """`run` is the pipeline's record of this stage (the time inside training loops and any resumed steps
         are added to it); `trains` is the stage's declaration (ld.stages.dag): a stage that only samples runs
         on rank 0 alone under a worker group."""
-        t0 = time.perf_counter()
-        run = run if run is not None else StageRun(stage, key)
+        run = run if run is not None else StageRun(stage, key)  # build_stage times the whole build
         if self.world_size == 1:
             def wrapped(writer: ArtifactWriter) -> None:
                 run.trained = True
@@ -164,7 +162,6 @@ class SweepStore(ArtifactStore):
             art, reused = self._build_collective(stage, key, manifest, produce, run, trains)
         if not reused and self.rank == 0:
             self.checkpointer.clear(stage, key)
-        run.wall_s = round(time.perf_counter() - t0, 3)
         return art, reused
 
     def _build_collective(self, stage, key, manifest, produce, run, everyone: bool) -> tuple[Artifact, bool]:

@@ -96,13 +96,13 @@ class Stage:
         config = subset(cfg, list(self.reads))
         return config if self.version == 1 else {**config, "_stage_version": self.version}
 
-    def key(self, cfg: Config, inputs: StageInputs) -> str:
-        up_keys = {self.upstream_name(r, inputs): inputs.upstream[r].key for r in self.upstream}
-        return stage_key(self.name, self.key_config(cfg), up_keys, inputs.dataset.fingerprint, cfg.seed)
+    def upstream_keys(self, inputs: StageInputs) -> dict[str, str]:
+        """Upstream artifact name -> key, for the roles this stage consumes."""
+        return {inputs.upstream[r].stage: inputs.upstream[r].key for r in self.upstream}
 
-    @staticmethod
-    def upstream_name(role: str, inputs: StageInputs) -> str:
-        return inputs.upstream[role].stage
+    def key(self, cfg: Config, inputs: StageInputs) -> str:
+        return stage_key(self.name, self.key_config(cfg), self.upstream_keys(inputs), inputs.dataset.fingerprint,
+                         cfg.seed)
 
 
 def build_stage(stage: Stage, cfg: Config, inputs: StageInputs) -> Artifact:
@@ -114,7 +114,7 @@ def build_stage(stage: Stage, cfg: Config, inputs: StageInputs) -> Artifact:
     key = stage.key(cfg, inputs)
     manifest = {
         "config": subset(cfg, list(stage.reads)),
-        "upstream": {inputs.upstream[r].stage: inputs.upstream[r].key for r in stage.upstream},
+        "upstream": stage.upstream_keys(inputs),
         "dataset": {"name": inputs.dataset.info.name, "fingerprint": inputs.dataset.fingerprint},
         "seed": cfg.seed,
         "stage_version": stage.version,
