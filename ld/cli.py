@@ -147,12 +147,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ld.config import ConfigError
     from ld.data.types import DataError
     from ld.stages.artifact import ArtifactError
+    from ld.storage import StorageError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataError, ArtifactError) as e:
+    except (ConfigError, DataError, ArtifactError, StorageError) as e:
         print(f"ld {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -94,15 +94,25 @@ def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
+def _table(df: pd.DataFrame) -> pa.Table:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    return table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                          b"ld_schema_version": str(SCHEMA_VERSION).encode()})
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    """The Parquet file of `df` as bytes (for storage that writes a file whole: an object store)."""
+    buf = pa.BufferOutputStream()
+    pq.write_table(_table(df), buf)
+    return buf.getvalue().to_pybytes()
+
+
 def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        table = pa.Table.from_pandas(df, preserve_index=False)
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               b"ld_schema_version": str(SCHEMA_VERSION).encode()})
-        pq.write_table(table, tmp)
+        pq.write_table(_table(df), tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -4,7 +4,7 @@
     ray up cluster.yaml -y
     ray submit cluster.yaml scripts/ray_sweep.py ablations/figure5.yaml --scale paper
     ray submit cluster.yaml scripts/ray_sweep.py ablations/figure5.yaml --scale paper --resume
-    ray exec cluster.yaml "ld report figure5 --results /mnt/ld/sweeps"
+    ray exec cluster.yaml "ld report figure5 --results \\$LD_STORAGE"
 
 `ray submit` copies this one file to the head's home and runs `python ~/ray_sweep.py ARGS` from `~`, in a
 login shell (so the cluster's setup must put the project's venv on PATH: cluster.yaml does). Everything after
@@ -15,8 +15,9 @@ the script is `ld sweep`'s own arguments. Why a script rather than `ld/cli.py`:
   own folder from sys.path, and cluster.yaml syncs the project to `~/ld-project`, where it cannot shadow.
 - A suite path such as `ablations/figure5.yaml` is relative to the project, not to `~`: it is looked up in the
   current folder first, then in the synced project (`$LD_PROJECT`, default `~/ld-project`).
-- Without `--storage`, results go to `$LD_STORAGE`, else `/mnt/ld/sweeps` when the shared file system is
-  mounted at /mnt/ld (cluster.yaml mounts it there), else `ld sweep`'s default under the current folder.
+- Without `--storage`, results go to `$LD_STORAGE` (cluster.yaml sets it to an S3 bucket), else
+  `/mnt/ld/sweeps` when a shared file system is mounted at /mnt/ld, else `ld sweep`'s default under the
+  current folder.
 
 On the head, `ld sweep` joins the cluster `ray start` is running there (it never starts a second one).
 """

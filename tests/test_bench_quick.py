@@ -1,7 +1,7 @@
 """Every benchmark script runs in --quick mode and prints valid JSON with its expected keys (issue 7).
 
 Benchmarks are not timed tests: nothing here checks a number, only that the script ran end to end (tiny
-data, smoke preset) and reported what its full mode reports. The five scripts run concurrently (about a
+data, smoke preset) and reported what its full mode reports. The six scripts run concurrently (about a
 minute of wall time in all on two cores).
 """
 
@@ -23,6 +23,7 @@ EXPECTED = {
     "train_throughput.py": ["machine", "fp32", "bf16", "ray"],
     "sweep_cost.py": ["machine", "cached", "uncached", "stage_runs_ratio", "dry_count", "target"],
     "guidance_gain.py": ["machine", "datasets", "targets"],
+    "storage_ops.py": ["machine", "artifacts", "local", "s3", "s3_over_local"],
 }
 
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1] / "ld"
 
 # top-level package/module of ld -> its layer; a module may import layers <= its own
 LAYERS = {
-    "ld": 0, "ld.config": 0, "ld.data": 0, "ld.envs": 0, "ld.results": 0,
+    "ld": 0, "ld.config": 0, "ld.data": 0, "ld.envs": 0, "ld.results": 0, "ld.storage": 0,
     "ld.models": 1, "ld.diffusion": 1,
     "ld.stages": 2,
     "ld.planning": 3, "ld.evaluation": 3,

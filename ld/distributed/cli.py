@@ -12,8 +12,10 @@ def add_sweep_parser(sub) -> None:
     p = sub.add_parser("sweep", help="run a suite (grid or Optuna search) as Ray Tune trials -> Parquet")
     p.add_argument("suite", type=Path, help="suite YAML (ablations/*.yaml, sweeps/*.yaml)")
     p.add_argument("--storage", default=DEFAULT_STORAGE,
-                   help="storage root for artifacts, results and Tune state; on a cluster a path every node "
-                        f"mounts (NFS/EFS) (default: {DEFAULT_STORAGE})")
+                   help="storage root for artifacts, results and Tune state: a local path, a path every node "
+                        "mounts (NFS/EFS), or an object store: s3://bucket/prefix (other endpoints: "
+                        "?endpoint_override=host:port&scheme=http), gs://bucket/prefix "
+                        f"(default: {DEFAULT_STORAGE})")
     p.add_argument("--scale", choices=("smoke", "small", "paper"), default="smoke")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep (Tuner.restore); finished trials and stages are kept")

@@ -12,12 +12,19 @@
 
 The file name `trial=<id>-seed=<s>` is a trial's idempotency key: a retried or resumed trial rewrites its own
 files, so rows are never duplicated.
+
+The root is a local path (every node mounts it: local disk, NFS, EFS) or an object-store URI
+(`s3://bucket/prefix`, `gs://...`): then the paths below are `PurePosixPath`s inside the bucket, and every read
+and write goes through `files` (`ld.storage.Files`), the same layout either way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Union
+
+from ld.storage import Files, is_remote, open_root
 
 DEFAULT_STORAGE = "runs/sweeps"
 STATUS_DIR = "_status"
@@ -36,11 +43,31 @@ def trial_file_name(trial_id: str, seed: int) -> str:
 class StorageLayout:
     """The folders and files of one storage root."""
 
-    root: Path
+    root: Union[Path, PurePosixPath]
+    files: Files = field(default_factory=Files, compare=False)
+    uri: str = ""  # the root as the user gave it (object stores: the URI with its query)
 
     @classmethod
     def of(cls, storage: "str | Path | StorageLayout") -> "StorageLayout":
-        return storage if isinstance(storage, StorageLayout) else cls(Path(storage))
+        if isinstance(storage, StorageLayout):
+            return storage
+        if is_remote(storage):
+            files, root = open_root(str(storage))
+            return cls(root, files, str(storage))
+        s = str(storage)
+        return cls(Path(s[len("file://"):] if s.startswith("file://") else s), Files(), s)
+
+    @property
+    def remote(self) -> bool:
+        return not self.files.local
+
+    def uri_of(self, path: "Path | PurePosixPath") -> str:
+        """A path under this root as a URI another process can open (object stores: with the root's query)."""
+        if not self.remote:
+            return str(path)
+        scheme, _, rest = self.uri.partition("://")
+        query = rest.partition("?")[2]
+        return f"{scheme}://{path}" + (f"?{query}" if query else "")
 
     @property
     def artifacts(self) -> Path:

@@ -2,9 +2,9 @@
 (the layout is `ld.distributed.paths`: episode rows under `results/<suite>/`, one status row per trial under
 `results/<suite>/_status/`).
 
-A retried or resumed trial rewrites its own file (temp file + rename), so rows are never duplicated and a
-reader never sees a half-written file. `read_results` concatenates the trial files (the `_status` folder
-and temp files are skipped).
+A retried or resumed trial rewrites its own file (temp file + rename locally, one upload on an object store),
+so rows are never duplicated and a reader never sees a half-written file. `read_results` concatenates the
+trial files (the `_status` folder and temp files are skipped).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from ld.distributed.paths import StorageLayout
-from ld.results import write_parquet
+from ld.results import parquet_bytes
 
 
 def results_dir(storage: str | Path, suite: str) -> Path:
@@ -41,8 +41,13 @@ def add_sweep_columns(df: pd.DataFrame, suite: str, axis: str, value: Any) -> pd
     return df
 
 
+def _write(storage: str | Path, path: Path, df: pd.DataFrame) -> Path:
+    StorageLayout.of(storage).files.write_bytes(path, parquet_bytes(df))
+    return path
+
+
 def write_trial_rows(df: pd.DataFrame, storage: str | Path, suite: str, trial_id: str, seed: int) -> Path:
-    return write_parquet(df, trial_file(storage, suite, trial_id, seed))
+    return _write(storage, trial_file(storage, suite, trial_id, seed), df)
 
 
 def write_status(storage: str | Path, suite: str, trial_id: str, seed: int, *, status: str, axis: str = "",
@@ -54,21 +59,26 @@ def write_status(storage: str | Path, suite: str, trial_id: str, seed: int, *, s
            "sweep.value": str(value), "rows": int(rows), "error": error or "", "host": os.uname().nodename,
            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     row.update(extra or {})
-    return write_parquet(pd.DataFrame([row]), status_file(storage, suite, trial_id, seed))
+    return _write(storage, status_file(storage, suite, trial_id, seed), pd.DataFrame([row]))
 
 
-def _read_all(folder: Path) -> pd.DataFrame:
-    files = sorted(f for f in folder.glob("trial=*.parquet") if not f.name.startswith("."))
-    if not files:
+def _read_all(storage: str | Path, folder: Path) -> pd.DataFrame:
+    files = StorageLayout.of(storage).files
+    found = files.glob(folder, "trial=*.parquet")
+    if not found:
         return pd.DataFrame()
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    if files.local:
+        return pd.concat([pd.read_parquet(f) for f in found], ignore_index=True)
+    import pyarrow.parquet as pq
+
+    return pd.concat([pq.read_table(str(f), filesystem=files.fs).to_pandas() for f in found], ignore_index=True)
 
 
 def read_results(storage: str | Path, suite: str) -> pd.DataFrame:
     """Every episode row of a suite's sweep (all trials, one DataFrame)."""
-    return _read_all(results_dir(storage, suite))
+    return _read_all(storage, results_dir(storage, suite))
 
 
 def read_status(storage: str | Path, suite: str) -> pd.DataFrame:
     """One row per trial: status ok | failed, the error text, rows written, where it ran, its timings."""
-    return _read_all(StorageLayout.of(storage).status_dir(suite))
+    return _read_all(storage, StorageLayout.of(storage).status_dir(suite))

@@ -1,10 +1,12 @@
 """The artifact store as trials and Ray Train workers see it: mid-stage checkpoints and rank coordination.
 
-`SweepStore` is an `ArtifactStore` (same layout, same per-key fcntl lock, same atomic publish) that
+`SweepStore` is an `ArtifactStore` (same layout, same per-key fcntl lock -- or lease, on an object store --
+same atomic publish) that
 additionally installs `TrainHooks` around every stage it builds, so the stage's `train_loop`
 
 - checkpoints every `checkpoint_every` steps and resumes from the last checkpoint after a crash. Where
   the checkpoint lives is a `Checkpointer`: `DirCheckpointer` writes `<root>/.checkpoints/<stage>-<key>/`
+  (in the bucket, on an object store)
   (in-process trials; a retried Tune trial finds it there), the Ray Train one (`ld.distributed.train`)
   goes through `ray.train.report(checkpoint=...)` / `ray.train.get_checkpoint()`;
 - under a worker group, runs data parallel (`Comm`): rank 0 alone takes the lock and publishes; it
@@ -17,7 +19,7 @@ The checkpoint is deleted once the artifact is published.
 
 from __future__ import annotations
 
-import os
+import io
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,9 +27,10 @@ from typing import Any, Callable, Optional, Protocol
 
 import torch
 
-from ld.stages.artifact import Artifact, ArtifactStore, ArtifactWriter
+from ld.stages.artifact import Artifact, ArtifactStore, ArtifactWriter, ObjectArtifacts
 from ld.stages.common import StageRun
 from ld.stages.training import TrainHooks, training_hooks
+from ld.storage import Files
 
 
 class Comm(Protocol):
@@ -52,37 +55,32 @@ class Checkpointer(Protocol):
 
 
 class DirCheckpointer:
-    """Mid-stage checkpoints as `<root>/.checkpoints/<stage>-<key>/state.pt`, written atomically."""
+    """Mid-stage checkpoints as `<root>/.checkpoints/<stage>-<key>/state.pt`, each written whole (locally a
+    temp file renamed into place; on an object store one upload, `files`: an `ld.storage.Files`)."""
 
-    def __init__(self, root: Path):
-        self.root = Path(root) / ".checkpoints"
+    def __init__(self, root: Path, files: Optional[Files] = None):
+        self.root = (Path(root) if isinstance(root, str) else root) / ".checkpoints"
+        self.files = files if files is not None else Files()
 
-    def _dir(self, stage: str, key: str) -> Path:
-        return self.root / f"{stage}-{key}"
+    def _file(self, stage: str, key: str) -> Path:
+        return self.root / f"{stage}-{key}" / "state.pt"
 
     def save(self, stage: str, key: str, state: dict[str, Any]) -> None:
-        d = self._dir(stage, key)
-        d.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".pt", dir=d)
-        os.close(fd)
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, d / "state.pt")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        self.files.write_bytes(self._file(stage, key), buf.getvalue())
 
     def load(self, stage: str, key: str) -> Optional[dict[str, Any]]:
-        f = self._dir(stage, key) / "state.pt"
-        if not f.is_file():
+        f = self._file(stage, key)
+        if not self.files.is_file(f):
             return None
         try:
-            return torch.load(f, map_location="cpu", weights_only=False)
+            return torch.load(io.BytesIO(self.files.read_bytes(f)), map_location="cpu", weights_only=False)
         except Exception:  # a checkpoint from a crash mid-write of an older format: start over
             return None
 
     def clear(self, stage: str, key: str) -> None:
-        shutil.rmtree(self._dir(stage, key), ignore_errors=True)
+        self.files.delete_dir(self._file(stage, key).parent)
 
 
 class SweepStore(ArtifactStore):
@@ -90,9 +88,13 @@ class SweepStore(ArtifactStore):
                  checkpoint_every: int = 0, comm: Optional[Comm] = None,
                  wrap: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None,
                  on_step: Optional[Callable[[str, int], None]] = None,
-                 on_log: Optional[Callable[[str, int, float, dict[str, float]], None]] = None):
-        super().__init__(root)
-        self.checkpointer = checkpointer if checkpointer is not None else DirCheckpointer(self.root)
+                 on_log: Optional[Callable[[str, int, float, dict[str, float]], None]] = None,
+                 objects: Optional[ObjectArtifacts] = None):
+        super().__init__(root, objects=objects)
+        if checkpointer is None:  # next to the artifacts, where a retried trial (on any node) finds it
+            checkpointer = (DirCheckpointer(self.root) if objects is None
+                            else DirCheckpointer(objects.root, objects.files))
+        self.checkpointer = checkpointer
         self.checkpoint_every = checkpoint_every
         self.comm = comm
         self.wrap = wrap

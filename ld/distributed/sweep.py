@@ -7,7 +7,8 @@ missing stage serialize on that key's fcntl lock, so it is trained once. With `t
 `train.use_gpu` the trial fits a Ray Train `TorchTrainer` (one worker group for all its stages); otherwise
 it runs the very same phases in-process (one CPU).
 
-The storage root (`--storage`, a path every node sees: local disk, NFS or EFS) is laid out by
+The storage root (`--storage`: a path every node sees -- local disk, NFS, EFS -- or an object store URI,
+s3:// or gs://, where leases from a Ray actor replace the lock: `ld.distributed.leases`) is laid out by
 `ld.distributed.paths.StorageLayout`: artifacts/, results/<suite>/ (episode rows, _status/, _runs/, _best.json),
 tune/<suite>/ (Tune's experiment state), train/ (Ray Train checkpoints), mlruns/.
 """
@@ -25,6 +26,7 @@ from typing import Any, Optional
 from ld.distributed import sink
 from ld.distributed.paths import DEFAULT_STORAGE, StorageLayout
 from ld.distributed.trial import TrialSummary, TrialTask
+from ld.storage import canonical, check_root
 from ld.suite import SearchSpec
 
 
@@ -172,8 +174,9 @@ def _run_task(task: TrialTask, spec: SweepSpec) -> dict[str, Any]:
 
     tid, seed = task.trial_id, task.seed
     base = {"trial_id": tid, "seed": seed}
-    if spec.resume and task.result_file.is_file() and task.summary_file.is_file():
-        s = TrialSummary.load(task.summary_file)  # finished by an earlier run of this sweep: keep its rows
+    files = task.layout.files
+    if spec.resume and files.is_file(task.result_file) and files.is_file(task.summary_file):
+        s = TrialSummary.load(task.summary_file, files)  # finished by an earlier run of this sweep: keep its rows
         return {**s.metrics, **base, "skipped": 1.0}
     node = ray.get_runtime_context().get_node_id()
     t0 = time.perf_counter()
@@ -183,7 +186,7 @@ def _run_task(task: TrialTask, spec: SweepSpec) -> dict[str, Any]:
 
             run_with_ray_train(task, max_failures=spec.train_max_failures)
             # rank 0 ran in a Ray Train worker, another process: its summary reaches us only as the file it saved
-            summary = TrialSummary.load(task.summary_file)
+            summary = TrialSummary.load(task.summary_file, files)
         else:
             from ld.distributed.trial import execute_trial
 
@@ -231,6 +234,7 @@ class SweepSummary:
     errors: list[str] = field(default_factory=list)
     restored: bool = False  # Tune state was restored (Tuner.restore) rather than started fresh
     best: Optional[dict[str, Any]] = None  # a search: {"params", "metric", "value", "seeds", "samples"}
+    lease_grants: dict[str, int] = field(default_factory=dict)  # object storage: times each artifact was leased
 
     def render(self) -> str:
         def mean(xs):
@@ -303,6 +307,7 @@ def _init_ray(address: Optional[str], num_cpus: Optional[int]) -> bool:
     if ray.is_initialized():
         return False
     env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")}
+    env.update({k: v for k, v in os.environ.items() if k in ("LD_LEASE_TTL_S", "LD_OBJECT_CACHE")})
     join = address or os.environ.get("RAY_ADDRESS") or (
         "auto" if os.environ.get("RAY_JOB_ID") else running_local_cluster())
     if join:
@@ -341,6 +346,10 @@ def logger_callbacks(names: list[str], suite: str, storage: str) -> list[Any]:
                 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
                 uri = os.environ.get("MLFLOW_TRACKING_URI")
+                if not uri and StorageLayout.of(storage).remote:
+                    raise ConfigError(f"--logger mlflow with --storage {storage}: MLflow's file store cannot live "
+                                      "in an object store; set MLFLOW_TRACKING_URI (a tracking server, or a local "
+                                      "file:// folder)")
                 if not uri:  # a file store next to the results (MLflow 3 asks to opt in to file stores)
                     uri = StorageLayout.of(storage).mlruns.as_uri()
                     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -371,7 +380,8 @@ def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, 
 
     suite = load_suite(suite_path)  # validates the whole file, its `search:` section included
     trials = suite.trials(scale, sets or [])
-    storage = str(Path(storage).expanduser().resolve())
+    storage = canonical(storage)
+    check_root(storage)  # a missing bucket or credentials: one message before anything starts or is written
     layout = StorageLayout.of(storage)
     spec_trials = [{"config": t.config.model_dump(), "axis": t.axis, "value": str(t.value)} for t in trials]
     search = suite.search
@@ -379,13 +389,18 @@ def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, 
                      checkpoint_every=checkpoint_every, kill_at=kill_at, run_id=uuid.uuid4().hex[:12])
     callbacks = logger_callbacks(loggers or [], suite.name, storage)  # a missing package fails before Ray starts
     t0 = time.perf_counter()
-    before = _manifests(layout.artifacts)
+    before = _manifests(layout)
     started = _init_ray(address, num_cpus)
     try:
         import ray
 
         from ld.distributed.resources import placement
 
+        leases = None
+        if layout.remote:  # no flock on an object store: producers of an artifact take a lease from this actor
+            from ld.distributed.leases import board
+
+            leases = board(create=True)  # held for the sweep: a named actor dies with its last handle
         total = ray.cluster_resources()
         spec.cluster_gpus = float(total.get("GPU", 0))
         where = placement(trials[0].config.train, spec.cluster_gpus)
@@ -394,12 +409,14 @@ def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, 
             max_concurrent = where.max_concurrent(total)  # worker groups that fit the cluster at once
         exp_dir = layout.tune_experiment(suite.name)
         n_tune = len(trials) if search is None else search.samples
-        run_config = tune.RunConfig(name=suite.name, storage_path=str(layout.tune),
+        fs = layout.files.fs  # None for a local root
+        run_config = tune.RunConfig(name=suite.name, storage_path=str(layout.tune), storage_filesystem=fs,
                                     failure_config=tune.FailureConfig(max_failures=max_failures),
                                     verbose=verbose, callbacks=[SweepProgress(n_tune).callback(), *callbacks])
-        restored = bool(resume and tune.Tuner.can_restore(str(exp_dir)))
+        restored = bool(resume and tune.Tuner.can_restore(str(exp_dir), storage_filesystem=fs))
         if restored:
-            tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, restart_errored=True)
+            tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, restart_errored=True,
+                                       storage_filesystem=fs)
         else:
             if search is None:
                 param_space = grid_param_space(spec_trials)
@@ -418,21 +435,21 @@ def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, 
         errors = [f"{r.path}: {str(r.error).splitlines()[0] if str(r.error) else type(r.error).__name__}"
                   for r in grid if r.error is not None]
         best = _best(grid, search, seeds=len(trials)) if search is not None else None
+        grants = ray.get(leases.stats.remote()) if leases is not None else {}
+        if leases is not None:
+            ray.kill(leases)
     finally:
         if started:
             import ray
 
             ray.shutdown()
-    new = _manifests(layout.artifacts) - before
+    new = _manifests(layout) - before
     summary = _summarize(spec, time.perf_counter() - t0, errors, len(new))
     summary.restored = restored
     summary.best = best
+    summary.lease_grants = grants
     if best is not None:  # the answer of a search, next to its results (atomic, like every result file)
-        path = layout.best_file(suite.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(best, indent=2, default=str))
-        os.replace(tmp, path)
+        layout.files.write_text(layout.best_file(suite.name), json.dumps(best, indent=2, default=str))
     return summary
 
 
@@ -447,8 +464,15 @@ def _best(grid, search: SearchSpec, seeds: int) -> Optional[dict[str, Any]]:
             "samples": len(done)}
 
 
-def _manifests(root: Path) -> set[str]:
-    return {str(m.parent) for m in root.glob("*/*/manifest.json")} if root.is_dir() else set()
+def _manifests(layout: StorageLayout) -> set[str]:
+    """Every published artifact (`<stage>/<key>`) under the root."""
+    root = layout.artifacts
+    if layout.remote:
+        from ld.stages.artifact import MANIFEST
+
+        return {rel.rsplit("/", 1)[0] for rel, _ in layout.files.walk_files(root)
+                if rel.endswith("/" + MANIFEST) and rel.count("/") == 2}
+    return {str(m.parent.relative_to(root)) for m in root.glob("*/*/manifest.json")} if root.is_dir() else set()
 
 
 def _summarize(spec: SweepSpec, wall: float, errors: list[str], trained: int) -> SweepSummary:
@@ -471,9 +495,9 @@ def _summarize(spec: SweepSpec, wall: float, errors: list[str], trained: int) ->
     walls, overheads = [], []
     for _, row in ok.iterrows():
         f = layout.summary_file(spec.suite, row["trial_id"], int(row["seed"]))
-        if not f.is_file():
+        if not layout.files.is_file(f):
             continue
-        s = TrialSummary.load(f)
+        s = TrialSummary.load(f, layout.files)
         uncached += len(s.stages)
         if row.get("run_id") == spec.run_id:
             walked += len(s.stages)
@@ -483,7 +507,7 @@ def _summarize(spec: SweepSpec, wall: float, errors: list[str], trained: int) ->
             skipped += 1
     reused = max(0, walked - trained)
     return SweepSummary(
-        suite=spec.suite, storage=spec.storage, results=str(layout.results(spec.suite)),
+        suite=spec.suite, storage=spec.storage, results=layout.uri_of(layout.results(spec.suite)),
         trials=n, ok=len(ok), failed=int((status["status"] == "failed").sum()) if len(status) else 0,
         skipped=skipped, rows=len(df), wall_s=wall, stage_runs_trained=trained, stage_runs_reused=reused,
         stage_runs_uncached=uncached, trial_wall_s=walls, trial_overhead_s=overheads, errors=errors)

@@ -132,6 +132,7 @@ def run_with_ray_train(task: TrialTask, *, max_failures: int = 2, timeout_s: int
         scaling_config=where.scaling_config(),
         run_config=ray.train.RunConfig(
             name=name, storage_path=str(task.layout.train),
+            storage_filesystem=task.layout.files.fs,  # None: a local path; else the object store's pyarrow fs
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
     )

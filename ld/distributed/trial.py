@@ -9,9 +9,11 @@ training phases; rank 0 alone evaluates and writes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +25,8 @@ from ld.config import Config
 from ld.distributed import sink
 from ld.distributed.paths import StorageLayout
 from ld.distributed.store import Checkpointer, Comm, SweepStore
+from ld.stages.artifact import ObjectArtifacts
+from ld.storage import Files
 
 
 @dataclass
@@ -96,15 +100,12 @@ class TrialSummary:
     world_size: int = 1
     node_id: str = ""
 
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(self), default=str))
-        os.replace(tmp, path)
+    def save(self, path: Path, files: Optional[Files] = None) -> None:
+        (files or Files()).write_text(path, json.dumps(asdict(self), default=str))
 
     @classmethod
-    def load(cls, path: Path) -> "TrialSummary":
-        return cls(**json.loads(Path(path).read_text()))
+    def load(cls, path: Path, files: Optional[Files] = None) -> "TrialSummary":
+        return cls(**json.loads((files or Files()).read_text(path)))
 
 
 def trial_metrics(df) -> dict[str, float]:
@@ -128,12 +129,12 @@ def fault_injector(task: TrialTask, rank: int) -> Optional[Callable[[str, int], 
         return None
     parts = task.kill_at.split(":")
     stage, at, who = parts[0], int(parts[1]), int(parts[2]) if len(parts) > 2 else 0
+    files = task.layout.files
     marker = task.layout.faults / f"{task.trial_id}-{task.kill_at.replace(':', '_')}"
 
     def on_step(name: str, step: int) -> None:
-        if name == stage and step == at and rank == who and not marker.exists():
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(f"killed pid {os.getpid()} at {name} step {step}\n")
+        if name == stage and step == at and rank == who and not files.is_file(marker):
+            files.write_text(marker, f"killed pid {os.getpid()} at {name} step {step}\n")
             os.kill(os.getpid(), signal.SIGKILL)
 
     return on_step
@@ -162,12 +163,14 @@ def execute_trial(task: TrialTask, *, comm: Optional[Comm] = None,
     summary written where the sweep looks for them. Returns the summary (None on the other ranks)."""
     from ld.pipeline import run_trial
 
+    objects = object_artifacts(task.layout, node_id)
     t0 = time.perf_counter()
     rank = comm.rank if comm is not None else 0
-    store = SweepStore(task.artifacts, checkpointer=checkpointer, checkpoint_every=task.checkpoint_every,
+    store = SweepStore(task.artifacts if objects is None else objects.cache, objects=objects,
+                       checkpointer=checkpointer, checkpoint_every=task.checkpoint_every,
                        comm=comm, wrap=wrap, on_step=fault_injector(task, rank),
                        on_log=tune_loss_reporter() if task.report_losses and comm is None else None)
-    res = run_trial(task.cfg, task.artifacts, suite=task.suite, progress=task.progress, store=store,
+    res = run_trial(task.cfg, store.root, suite=task.suite, progress=task.progress, store=store,
                     device=device, evaluate=rank == 0)
     if rank != 0:
         return None
@@ -179,5 +182,17 @@ def execute_trial(task: TrialTask, *, comm: Optional[Comm] = None,
         data_s=res.timings["data_s"], eval_s=sum(v for k, v in res.timings.items() if k.startswith("eval_")),
         phases_s=time.perf_counter() - t0, world_size=comm.world_size if comm is not None else 1,
         node_id=node_id)
-    summary.save(task.summary_file)
+    summary.save(task.summary_file, task.layout.files)
     return summary
+
+
+def object_artifacts(layout: StorageLayout, node_id: str = "") -> Optional[ObjectArtifacts]:
+    """On an object store: its artifacts through a cache local to this node (LD_OBJECT_CACHE, default the temp
+    dir), with leases from the sweep's lease actor. None for a local root (the artifacts are read in place)."""
+    if not layout.remote:
+        return None
+    from ld.distributed.leases import lease
+
+    base = Path(os.environ.get("LD_OBJECT_CACHE") or Path(tempfile.gettempdir()) / "ld-object-cache")
+    root = hashlib.sha256(layout.uri.encode()).hexdigest()[:12]
+    return ObjectArtifacts(layout.files, layout.artifacts, base / root / (node_id[:12] or "local"), lease=lease)

@@ -8,7 +8,8 @@ trial whose inputs already exist reuses them: a beta ablation trains one VAE and
 Two rules keep a shared store safe for concurrent trials: an artifact becomes visible only by an atomic
 rename of a finished temp directory (a half-written artifact is never seen), and `ArtifactStore.build`
 holds an exclusive file lock per key while training, so two processes that need the same missing artifact
-train it once (the second waits, then reuses).
+train it once (the second waits, then reuses). On an object store (`ObjectArtifacts`) the manifest, uploaded
+last, plays the rename's part and a lease the lock's.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -92,13 +93,19 @@ class ArtifactWriter:
 
 
 class ArtifactStore:
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    """Artifacts under a local root (`objects` None: POSIX rename + flock, as documented above), or on an
+    object store (`objects`: an `ObjectArtifacts`, read through a local cache)."""
+
+    def __init__(self, root: str | Path, *, objects: "Optional[ObjectArtifacts]" = None):
+        self.objects = objects
+        self.root = Path(root) if objects is None else objects.cache
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
     def get(self, stage: str, key: str) -> Artifact | None:
+        if self.objects is not None:
+            return self.objects.get(stage, key)
         p = self.path(stage, key)
         m = p / MANIFEST
         if not m.is_file():
@@ -111,6 +118,10 @@ class ArtifactStore:
 
     @contextlib.contextmanager
     def _lock(self, stage: str, key: str) -> Iterator[None]:
+        if self.objects is not None:
+            with self.objects.lease(stage, key):
+                yield
+            return
         lock_dir = self.root / ".locks"
         lock_dir.mkdir(parents=True, exist_ok=True)
         with open(lock_dir / f"{stage}-{key}.lock", "w") as fh:
@@ -158,6 +169,8 @@ class ArtifactStore:
                     created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     host=os.uname().nodename,
                 )
+                if self.objects is not None:
+                    return self.objects.publish(tmp, stage, key, full), False
                 (tmp / MANIFEST).write_text(json.dumps(full, indent=1, sort_keys=True, default=str))
                 if final.exists():  # a stale, manifest-less directory from a crash
                     shutil.rmtree(final)
@@ -166,3 +179,73 @@ class ArtifactStore:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
         return Artifact(final, full), False
+
+
+class ObjectArtifacts:
+    """Artifacts on an object store, same layout (`<root>/<stage>/<key>/`), read through a local cache.
+
+    Publishing uploads every file of the finished temp directory, then the manifest, last and whole (one PUT):
+    an artifact exists when its manifest does, so a half-uploaded one is never seen, and the manifest lists
+    each file with its size, which a download checks. Producers of one missing artifact are serialized by
+    `lease(stage, key)` (the Ray layer passes leases from a named actor, `ld.distributed.leases`); without
+    one, two producers may both train, and whichever manifest lands last is the artifact, whole either way.
+    The cache (`cache/<stage>/<key>/`, a local directory per node) is filled by the same rename-into-place as
+    a local store, so concurrent readers on one node download at most twice and never see a partial copy."""
+
+    def __init__(self, files: Any, root: Any, cache: Path,
+                 lease: Optional[Callable[[str, str], contextlib.AbstractContextManager]] = None):
+        self.files, self.root, self.cache = files, root, Path(cache)
+        self._lease = lease
+
+    def lease(self, stage: str, key: str) -> contextlib.AbstractContextManager:
+        return self._lease(stage, key) if self._lease is not None else contextlib.nullcontext()
+
+    def remote(self, stage: str, key: str) -> Any:
+        return self.root / stage / key
+
+    def get(self, stage: str, key: str) -> Artifact | None:
+        local = self.cache / stage / key
+        if (local / MANIFEST).is_file():  # content-addressed: a cached copy is the artifact
+            return Artifact(local, json.loads((local / MANIFEST).read_text()))
+        m = self.remote(stage, key) / MANIFEST
+        try:
+            text = self.files.read_text(m)
+        except FileNotFoundError:
+            return None
+        try:
+            manifest = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ArtifactError(f"artifact manifest {m} is corrupt ({e}); delete {self.remote(stage, key)} "
+                                "to retrain it") from None
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=local.parent))
+        try:
+            for name, size in manifest.get("files", {}).items():
+                dst = tmp / name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                self.files.download(self.remote(stage, key) / name, dst)
+                if dst.stat().st_size != int(size):
+                    raise ArtifactError(f"artifact file {self.remote(stage, key) / name} has "
+                                        f"{dst.stat().st_size} bytes, its manifest says {size}")
+            (tmp / MANIFEST).write_text(text)
+            try:
+                os.replace(tmp, local)
+            except OSError:  # another process on this node cached it first
+                pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return Artifact(local, json.loads((local / MANIFEST).read_text()))
+
+    def publish(self, tmp: Path, stage: str, key: str, manifest: dict[str, Any]) -> Artifact:
+        files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+        full = dict(manifest, files=files)
+        for name in files:
+            self.files.upload(tmp / name, self.remote(stage, key) / name)
+        text = json.dumps(full, indent=1, sort_keys=True, default=str)
+        self.files.write_text(self.remote(stage, key) / MANIFEST, text)  # last: now the artifact exists
+        (tmp / MANIFEST).write_text(text)
+        local = self.cache / stage / key
+        if local.exists():  # a stale copy (no manifest) from a crash
+            shutil.rmtree(local)
+        os.replace(tmp, local)
+        return Artifact(local, full)
