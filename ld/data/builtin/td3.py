@@ -324,8 +324,9 @@ def policy_path(policy_dir: Path, seed: int, fast: bool) -> Path:
 # Behavior policies shipped with ld (package data). TD3 on a CPU is not bit-reproducible across machines
 # (the BLAS kernels differ), and its result decides the data: the same `halfcheetah-medium-expert`, seed 0,
 # generated on three machines had behavior means of 61.8, 66.5 and 80.2. With the policies (and the replay
-# buffer medium-replay is cut from) shipped, every machine rolls out the same policies, so a built-in dataset
-# means the same thing everywhere; a seed without a shipped file is trained here as before.
+# buffer medium-replay is cut from) shipped, every machine rolls out the same policies; the rollouts also
+# depend on the simulator (mujoco 3.17.0 and 4.0.0 give different medium-expert data from the same policies),
+# which `make setup` pins in constraints.txt. A seed without a shipped file is trained here as before.
 SHIPPED = Path(__file__).with_name("policies")
 
 
