@@ -264,3 +264,18 @@ def test_storage_errors_are_one_message_exit_2_and_write_nothing(s3, tmp_path, c
     assert expect in err[0], err[0]
     assert objects(s3, "") == before  # nothing written to the bucket
     assert not list(tmp_path.glob("runs*")) and "started a local Ray" not in p.stdout  # nor locally; Ray not started
+
+
+def test_worker_group_trial_on_object_storage(s3, cluster, maze_file, tmp_path):
+    """A Ray Train worker group (2 ranks, DDP) with the store in the bucket: rank 0 publishes, the other rank reads
+    the artifact through its own node's cache, Ray Train's checkpoints and Tune's state go to the bucket."""
+    from ld.distributed import read_results, read_status, run_sweep
+
+    uri = s3.uri(BUCKET, "group")
+    s = run_sweep(one_trial_suite(tmp_path), storage=uri, sets=[f"dataset={maze_file}", "train.num_workers=2"],
+                  checkpoint_every=20)
+    assert (s.ok, s.failed) == (1, 0), s.render()
+    assert read_status(uri, "one").iloc[0]["world_size"] == 2
+    assert len(read_results(uri, "one")) == 6
+    assert stage_counts(s3, "group") == {"vae": 1, "prior": 1, "support": 1, "energy": 1, "bc": 1}
+    assert objects(s3, "group/train"), "Ray Train's run state is in the bucket"
