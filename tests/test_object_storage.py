@@ -240,6 +240,13 @@ def test_report_reads_the_results_straight_from_the_bucket(s3, tmp_path):
     assert (out / "figure5.png").is_file() and (out / "index.html").is_file()
     rep = json.loads((out / "report.json").read_text())
     assert rep["found_trials"] == rep["expected_trials"] > 0
+    # refused by the bucket: one message, exit 2, no page
+    bad = subprocess.run([sys.executable, "-m", "ld.cli", "report", "figure5", "--results",
+                          s3.uri(BUCKET, "reports"), "--out", str(tmp_path / "nopage")], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "AWS_SECRET_ACCESS_KEY": "wrong"})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr[-2000:]
+    assert "cannot read" in bad.stderr and "AWS_SECRET_ACCESS_KEY" in bad.stderr, bad.stderr
+    assert not (tmp_path / "nopage").exists()
 
 
 @pytest.mark.parametrize("case", ["missing bucket", "wrong secret", "no credentials"])

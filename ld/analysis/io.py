@@ -9,7 +9,6 @@ failures of exactly the results it plots.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -26,15 +25,18 @@ class ResultsError(ValueError):
 
 
 def _fs_and_path(uri: str | Path):
+    """(pyarrow filesystem, path inside it) of a local path, file:// or object-store URI (`ld.storage`)."""
     import pyarrow.fs as pafs
 
-    s = str(uri)
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", s) and not s.startswith("file://"):
-        fs, path = pafs.FileSystem.from_uri(s)
-        return fs, path
-    if s.startswith("file://"):
-        s = s[len("file://"):]
-    return pafs.LocalFileSystem(), str(Path(s).expanduser().resolve())
+    from ld.storage import StorageError, is_remote, local_path, open_root
+
+    if not is_remote(uri):
+        return pafs.LocalFileSystem(), str(local_path(uri))
+    try:
+        files, root = open_root(str(uri))
+    except StorageError as e:
+        raise ResultsError(str(e)) from None
+    return files.fs, str(root)
 
 
 def find_parquet_files(uri: str | Path, suite: Optional[str] = None) -> list[str]:
@@ -43,7 +45,11 @@ def find_parquet_files(uri: str | Path, suite: Optional[str] = None) -> list[str
     import pyarrow.fs as pafs
 
     fs, path = _fs_and_path(uri)
-    info = fs.get_file_info(path)
+    try:
+        info = fs.get_file_info(path)
+    except OSError as e:  # an object store that refuses us: credentials, endpoint
+        raise ResultsError(f"cannot read {uri}: {str(e).strip().splitlines()[0]} (for s3://, set AWS_ACCESS_KEY_ID "
+                           "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)") from None
     if info.type == pafs.FileType.NotFound:
         raise ResultsError(f"results not found: {uri}")
     if info.type == pafs.FileType.File:
