@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from sweep_helpers import make_maze_file, one_trial_suite
 
 from ld.stages.training import TrainHooks, train_loop
 
@@ -98,26 +99,7 @@ def ray_local(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def maze_file(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("maze") / "umaze.hdf5"
-    p = subprocess.run([sys.executable, "-m", "ld.cli", "data", "make", "pointmaze-umaze", "--episodes", "6",
-                        "--out", str(out)], capture_output=True, text=True, env=env(), timeout=300)
-    assert p.returncode == 0, p.stderr
-    return out
-
-
-def one_trial_suite(tmp_path: Path, name: str = "one") -> Path:
-    f = tmp_path / f"{name}.yaml"
-    f.write_text(f"""name: {name}
-base: {{dataset: builtin:pointmaze-umaze}}
-scales:
-  smoke:
-    preset: smoke
-    seeds: [0]
-    set: {{vae: {{steps: 80}}, prior: {{steps: 80}}, energy: {{steps: 60}},
-           eval: {{episodes: 2, max_steps: 16, replan_every: 4}}}}
-grid: {{mode: product, axes: {{beta: [3.0]}}}}
-""")
-    return f
+    return make_maze_file(tmp_path_factory.mktemp("maze"))
 
 
 def manifests(storage: Path) -> dict[str, int]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from sweep_helpers import make_maze_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "sweeps" / "smoke.yaml"
@@ -40,12 +40,7 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def maze_file(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("maze") / "umaze.hdf5"
-    p = subprocess.run([sys.executable, "-m", "ld.cli", "data", "make", "pointmaze-umaze", "--episodes", "6",
-                        "--out", str(out)], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert p.returncode == 0, p.stderr
-    return out
+    return make_maze_file(tmp_path_factory.mktemp("maze"))
 
 
 def test_trials_spread_over_two_nodes_and_a_removed_node_loses_nothing(cluster, maze_file, tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import seaweed
+from sweep_helpers import make_maze_file, one_trial_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "sweeps" / "smoke.yaml"
@@ -153,12 +154,7 @@ def cluster(s3, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def maze_file(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("maze") / "umaze.hdf5"
-    p = subprocess.run([sys.executable, "-m", "ld.cli", "data", "make", "pointmaze-umaze", "--episodes", "6",
-                        "--out", str(out)], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert p.returncode == 0, p.stderr
-    return out
+    return make_maze_file(tmp_path_factory.mktemp("maze"))
 
 
 def test_smoke_sweep_on_two_nodes_sharing_only_the_bucket_then_resume(s3, cluster, maze_file):
@@ -189,21 +185,6 @@ def test_smoke_sweep_on_two_nodes_sharing_only_the_bucket_then_resume(s3, cluste
     again = run_sweep(SMOKE, storage=uri, sets=[f"dataset={maze_file}"], resume=True)
     assert (again.ok, again.failed, again.skipped) == (4, 0, 4), again.render()
     assert len(read_results(uri, "smoke")) == 16
-
-
-def one_trial_suite(tmp_path: Path) -> Path:
-    f = tmp_path / "one.yaml"
-    f.write_text("""name: one
-base: {dataset: builtin:pointmaze-umaze}
-scales:
-  smoke:
-    preset: smoke
-    seeds: [0]
-    set: {vae: {steps: 80}, prior: {steps: 80}, energy: {steps: 60},
-          eval: {episodes: 2, max_steps: 16, replan_every: 4}}
-grid: {mode: product, axes: {beta: [3.0]}}
-""")
-    return f
 
 
 def test_killed_trial_worker_loses_no_rows_and_resumes_from_its_checkpoint_in_the_bucket(s3, cluster, maze_file,
