@@ -32,3 +32,49 @@ scales:
 grid: {{mode: product, axes: {{beta: [3.0]}}}}
 """)
     return f
+
+
+def wandb_offline_runs(folder: Path) -> list[dict]:
+    """Every offline W&B run under `folder` as {"config": {...}, "history": [{key: value}, ...]}, read from its
+    `.wandb` transaction log (a ":W&B" header, then LevelDB-style 32 KiB blocks of protobuf `Record`s), since
+    wandb >= 0.19 has no Python reader of its own."""
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    def records(data: bytes):
+        assert data[:4] == b":W&B"
+        pos, block, buf = 7, 32768, b""
+        while pos + 7 <= len(data):
+            left = block - pos % block
+            if left < 7:
+                pos += left
+                continue
+            _, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+            chunk, pos = data[pos + 7:pos + 7 + n], pos + 7 + n
+            if kind == 1:  # full
+                yield chunk
+            elif kind == 2:  # first
+                buf = chunk
+            elif kind == 3:  # middle
+                buf += chunk
+            elif kind == 4:  # last
+                yield buf + chunk
+
+    def key(item) -> str:
+        return item.key or "/".join(item.nested_key)
+
+    runs = []
+    for f in sorted(Path(folder).rglob("offline-run-*/*.wandb")):
+        config, history = {}, []
+        for raw in records(f.read_bytes()):
+            r = pb.Record()
+            r.ParseFromString(raw)
+            kind = r.WhichOneof("record_type")
+            if kind == "config":
+                config.update({key(i): json.loads(i.value_json) for i in r.config.update})
+            elif kind == "history":
+                history.append({key(i): json.loads(i.value_json) for i in r.history.item})
+        runs.append({"config": config, "history": history, "file": str(f)})
+    return runs

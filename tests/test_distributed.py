@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from sweep_helpers import make_maze_file, one_trial_suite
+from sweep_helpers import make_maze_file, one_trial_suite, wandb_offline_runs
 
 from ld.stages.training import TrainHooks, train_loop
 
@@ -128,14 +128,16 @@ def test_two_ddp_workers_match_one_worker_on_the_combined_batch(ray_local, tmp_p
 
 
 @pytest.mark.slow
-def test_smoke_grid_sweep_rows_and_shared_stages(ray_local, maze_file, tmp_path, capsys):
+def test_smoke_grid_sweep_rows_and_shared_stages(ray_local, maze_file, tmp_path, capsys, monkeypatch):
     from ray.tune import ExperimentAnalysis
 
     from ld.distributed import read_results, read_status, run_sweep
 
     storage = tmp_path / "store"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
     s = run_sweep(SMOKE, storage=storage, scale="smoke", sets=[f"dataset={maze_file}"], checkpoint_every=20,
-                  loggers=["mlflow"])
+                  loggers=["mlflow", "wandb"])
     assert (s.trials, s.ok, s.failed) == (4, 4, 0), s.render()
     # live progress, one line per trial start and end, ending with all four done
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[ld sweep]")]
@@ -164,6 +166,14 @@ def test_smoke_grid_sweep_rows_and_shared_stages(ray_local, maze_file, tmp_path,
     for r in runs:
         assert len(client.get_metric_history(r.info.run_id, "train_loss")) >= 2  # energy, at least
         assert "normalized_score" in r.data.metrics
+    # --logger wandb, offline: a run per trial under <storage>/wandb, the same params and curves
+    runs = wandb_offline_runs(storage / "wandb")
+    assert len(runs) == 4, [r["file"] for r in runs]
+    assert sorted((r["config"]["beta"], r["config"]["energy_loss"]) for r in runs) == [
+        (1.0, "contrastive"), (1.0, "emse"), (3.0, "contrastive"), (3.0, "emse")]
+    for r in runs:
+        assert len([h for h in r["history"] if "train_loss" in h]) >= 2
+        assert any("normalized_score" in h for h in r["history"])
 
     df = read_results(storage, "smoke")
     assert len(df) == 4 * 2 * 2  # 4 trials x 2 episodes x (guided planner + unguided prior)
@@ -193,6 +203,11 @@ def test_killed_training_worker_resumes_from_its_checkpoint(ray_local, maze_file
     assert len(read_results(storage, "one")) == 6  # 2 episodes x (planner, prior, BC)
     assert stage_counts(storage) == {"vae": 1, "prior": 1, "support": 1, "energy": 1, "bc": 1}
     assert not list((storage / "artifacts").glob(".checkpoints/*"))
+    # the worker group's loss curve reached the Tune trial: a point per checkpoint of each stage it trained
+    (progress_csv,) = (storage / "tune" / "one").glob("*/progress.csv")
+    progress = pd.read_csv(progress_csv)
+    prior = progress.loc[progress["stage"] == "prior"]
+    assert len(prior) >= 3 and np.isfinite(prior["train_loss"]).all(), progress
 
 
 @pytest.mark.slow

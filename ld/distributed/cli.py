@@ -29,9 +29,10 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--address", default=None,
                    help="Ray cluster address (default: the job's cluster under ray job submit, else a Ray already "
                         "running on this machine, e.g. after `ray start --head`, else a new local instance)")
-    p.add_argument("--logger", dest="loggers", action="append", default=[], choices=("mlflow",),
+    p.add_argument("--logger", dest="loggers", action="append", default=[], choices=("mlflow", "wandb"),
                    help="also log every trial (its knobs as params, its losses and scores as metrics) through Ray's "
-                        "own MLflow logger callback ($MLFLOW_TRACKING_URI, default a file store <storage>/mlruns)")
+                        "own logger callbacks: mlflow ($MLFLOW_TRACKING_URI, default a file store <storage>/mlruns), "
+                        "wandb (online with an API key, else offline into <storage>/wandb); repeatable")
     p.add_argument("--max-failures", type=int, default=3, help="retries of a failed trial (and of a worker group)")
     p.add_argument("--checkpoint-every", type=int, default=200, help="mid-stage checkpoint interval (steps)")
     p.add_argument("--inject-kill", default=None, help=argparse.SUPPRESS)  # tests: "stage:step[:rank]"

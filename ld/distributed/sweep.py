@@ -332,10 +332,10 @@ def _init_ray(address: Optional[str], num_cpus: Optional[int]) -> bool:
 
 
 def logger_callbacks(names: list[str], suite: str, storage: str) -> list[Any]:
-    """Ray's own logger callbacks for `--logger` (MLflow): each Tune trial becomes a run whose params are the
-    trial's knobs (the grid's top-level params) and whose metrics are every result it reports (loss curves,
-    then the scores). (W&B through Ray's WandbLoggerCallback was tried and left out: in offline mode on a
-    local cluster its logging actors never finished and the trials reported nothing.)"""
+    """Ray's own logger callbacks for `--logger` (MLflow, W&B): each Tune trial becomes a run whose params are
+    the trial's knobs (the grid's top-level params) and whose metrics are every result it reports (loss curves,
+    then the scores). W&B logs online when it has an API key (WANDB_API_KEY or `wandb login`), else offline
+    into `<storage>/wandb` (`wandb sync` uploads it later); WANDB_MODE, WANDB_PROJECT and WANDB_DIR override."""
     from ld.config import ConfigError
 
     out = []
@@ -354,12 +354,36 @@ def logger_callbacks(names: list[str], suite: str, storage: str) -> list[Any]:
                     uri = StorageLayout.of(storage).mlruns.as_uri()
                     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
                 out.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=suite))
+            elif name == "wandb":
+                import wandb  # noqa: F401
+                from ray.air.integrations.wandb import WandbLoggerCallback
+
+                out.append(WandbLoggerCallback(project=os.environ.get("WANDB_PROJECT", "ld"), group=suite,
+                                               **wandb_settings(storage)))
             else:
-                raise ConfigError(f"--logger {name!r}: allowed is mlflow")
+                raise ConfigError(f"--logger {name!r}: allowed are mlflow, wandb")
         except ImportError as e:
             raise ConfigError(f"--logger {name} needs the {name} package ({e}); install it with "
                               f"`pip install 'ld[loggers]'` (or `pip install {name}`)") from None
     return out
+
+
+def wandb_settings(storage: str) -> dict[str, str]:
+    """`mode` and `dir` for wandb.init in Ray's logging actors (they do not see this process's environment)."""
+    layout = StorageLayout.of(storage)
+    mode = os.environ.get("WANDB_MODE")
+    if not mode:
+        netrc = Path(os.environ.get("NETRC", "~/.netrc")).expanduser()
+        logged_in = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
+        mode = "online" if logged_in else "offline"
+    where = os.environ.get("WANDB_DIR") or ("" if layout.remote else str(layout.root / "wandb"))
+    if mode == "offline":
+        print(f"ld sweep: W&B has no API key here: logging offline to {where or 'the current folder'} "
+              "(`wandb sync` uploads it)", flush=True)
+    if where:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        return {"mode": mode, "dir": where}
+    return {"mode": mode}
 
 
 def _resources() -> str:

@@ -5,7 +5,9 @@ function (vae -> prior -> support -> energy, then rank 0 evaluates), so the ~12 
 paid once per trial, not once per stage. Each stage's model is wrapped with `ray.train.torch.prepare_model`
 (DDP; gloo on CPU, NCCL on GPU); each rank draws its own shard of every minibatch (generators seeded
 seed + rank); rank 0 checkpoints every `checkpoint_every` steps through `ray.train.report(checkpoint=...)`
-and the other ranks report the same metrics without one (report is a barrier). After a worker dies, Ray
+and the other ranks report the same metrics without one (report is a barrier); in a grid sweep those reports
+reach the Tune trial too (TuneReportCallback), so a worker-group trial has a loss curve, one point per
+checkpoint. After a worker dies, Ray
 Train (`FailureConfig(max_failures)`) restarts the group; the function walks the stages again, reuses
 published artifacts and resumes the interrupted stage from `ray.train.get_checkpoint()`.
 """
@@ -73,7 +75,10 @@ class RayTrainCheckpointer:
     def save(self, stage: str, key: str, state: dict[str, Any]) -> None:
         import ray.train
 
-        metrics = {"stage": stage, "step": int(state["step"]), "loss": float(state.get("loss", float("nan")))}
+        loss = float(state.get("loss", float("nan")))
+        # the same keys as an in-process trial's loss reports (ld.distributed.trial.tune_loss_reporter), so that
+        # Tune (through TuneReportCallback) draws this worker group's curve the same way, one point per checkpoint
+        metrics = {"stage": stage, "stage_step": int(state["step"]), "train_loss": loss, f"loss/{stage}": loss}
         if self.rank != 0:
             ray.train.report(metrics)
             return
@@ -121,6 +126,7 @@ def run_with_ray_train(task: TrialTask, *, max_failures: int = 2, timeout_s: int
     """Fit one trial on a TorchTrainer built from `cfg.train` (called inside the Tune trial function)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
 
     where = task.placement  # worker count and per-worker CPU/GPU: ld.distributed.resources
     name = f"{task.suite}-{task.trial_id}-seed{task.seed}"
@@ -134,6 +140,9 @@ def run_with_ray_train(task: TrialTask, *, max_failures: int = 2, timeout_s: int
             name=name, storage_path=str(task.layout.train),
             storage_filesystem=task.layout.files.fs,  # None: a local path; else the object store's pyarrow fs
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            # every report of the group (one per checkpoint, made by every rank as Train V2 requires) also
+            # becomes an intermediate result of the Tune trial: a loss curve per stage in Tune and TensorBoard
+            callbacks=[TuneReportCallback()] if task.report_losses else [],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
     )
     trainer.fit()

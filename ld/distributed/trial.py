@@ -42,7 +42,8 @@ class TrialTask:
     kill_at: Optional[str] = None  # fault injection for tests: "stage:step[:rank]" -> SIGKILL once
     progress: bool = False
     cluster_gpus: float = 0.0  # GPUs of the cluster when the sweep started: resolves train.use_gpu = "auto"
-    report_losses: bool = False  # report training losses to the Tune trial as they are logged (in-process path)
+    # report training losses to the Tune trial (in-process: at every logged point; worker groups: per checkpoint)
+    report_losses: bool = False
 
     @property
     def cfg(self) -> Config:
