@@ -371,15 +371,15 @@ def logger_callbacks(names: list[str], suite: str, storage: str) -> list[Any]:
 def wandb_settings(storage: str) -> dict[str, str]:
     """`mode` and `dir` for wandb.init in Ray's logging actors (they do not see this process's environment)."""
     layout = StorageLayout.of(storage)
+    where = os.environ.get("WANDB_DIR") or ("" if layout.remote else str(layout.root / "wandb"))
     mode = os.environ.get("WANDB_MODE")
     if not mode:
         netrc = Path(os.environ.get("NETRC", "~/.netrc")).expanduser()
         logged_in = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
         mode = "online" if logged_in else "offline"
-    where = os.environ.get("WANDB_DIR") or ("" if layout.remote else str(layout.root / "wandb"))
-    if mode == "offline":
-        print(f"ld sweep: W&B has no API key here: logging offline to {where or 'the current folder'} "
-              "(`wandb sync` uploads it)", flush=True)
+        if not logged_in:
+            print(f"ld sweep: W&B has no API key here: logging offline to {where or 'the current folder'} "
+                  "(`wandb sync` uploads it)", flush=True)
     if where:
         Path(where).mkdir(parents=True, exist_ok=True)
         return {"mode": mode, "dir": where}
