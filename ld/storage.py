@@ -37,9 +37,14 @@ def is_remote(uri: str | Path) -> bool:
     return bool(m) and m.group(1).lower() != "file"
 
 
-def local_path(uri: str | Path) -> Path:
+def without_file_scheme(uri: str | Path) -> str:
+    """A local path or file:// URI as a plain path string (as given: relative stays relative)."""
     s = str(uri)
-    return Path(s[len("file://"):] if s.startswith("file://") else s).expanduser().resolve()
+    return s[len("file://"):] if s.startswith("file://") else s
+
+
+def local_path(uri: str | Path) -> Path:
+    return Path(without_file_scheme(uri)).expanduser().resolve()
 
 
 def canonical(uri: str | Path) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Union
 
-from ld.storage import Files, is_remote, open_root
+from ld.storage import Files, is_remote, open_root, without_file_scheme
 
 DEFAULT_STORAGE = "runs/sweeps"
 STATUS_DIR = "_status"
@@ -54,8 +54,7 @@ class StorageLayout:
         if is_remote(storage):
             files, root = open_root(str(storage))
             return cls(root, files, str(storage))
-        s = str(storage)
-        return cls(Path(s[len("file://"):] if s.startswith("file://") else s), Files(), s)
+        return cls(Path(without_file_scheme(storage)), Files(), str(storage))
 
     @property
     def remote(self) -> bool:

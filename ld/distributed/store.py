@@ -1,13 +1,13 @@
 """The artifact store as trials and Ray Train workers see it: mid-stage checkpoints and rank coordination.
 
-`SweepStore` is an `ArtifactStore` (same layout, same per-key fcntl lock -- or lease, on an object store --
-same atomic publish) that
-additionally installs `TrainHooks` around every stage it builds, so the stage's `train_loop`
+`SweepStore` is an `ArtifactStore` (same layout, same per-key fcntl lock -- a lease on an object store --
+same atomic publish) that additionally installs `TrainHooks` around every stage it builds, so the stage's
+`train_loop`
 
 - checkpoints every `checkpoint_every` steps and resumes from the last checkpoint after a crash. Where
   the checkpoint lives is a `Checkpointer`: `DirCheckpointer` writes `<root>/.checkpoints/<stage>-<key>/`
-  (in the bucket, on an object store)
-  (in-process trials; a retried Tune trial finds it there), the Ray Train one (`ld.distributed.train`)
+  (in-process trials, in the bucket on an object store; a retried Tune trial finds it there), the Ray Train
+  one (`ld.distributed.train`)
   goes through `ray.train.report(checkpoint=...)` / `ray.train.get_checkpoint()`;
 - under a worker group, runs data parallel (`Comm`): rank 0 alone takes the lock and publishes; it
   broadcasts whether the stage is trained or reused, every rank then runs the same `produce` (so DDP's
