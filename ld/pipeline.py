@@ -21,6 +21,7 @@ import torch
 from ld.config import Config
 from ld.data import load_dataset
 from ld.data.types import EpisodeDataset
+from ld.evaluation import reuse
 from ld.evaluation.rollout import evaluate
 from ld.planning.planner import Planner, RecedingHorizonPolicy
 from ld.results import episode_rows, to_frame
@@ -88,10 +89,13 @@ def _planner_policy(cfg: Config, artifacts: dict[str, Artifact], device: torch.d
 
 def evaluate_trial(cfg: Config, ds: EpisodeDataset, artifacts: dict[str, Artifact], records: list[StageRun],
                    device: torch.device, *, suite: str = "run", progress: bool = True, baselines: bool = True,
-                   timings: Optional[dict[str, float]] = None, only: Optional[set[str]] = None) -> pd.DataFrame:
+                   timings: Optional[dict[str, float]] = None, only: Optional[set[str]] = None,
+                   store: Optional[ArtifactStore] = None) -> pd.DataFrame:
     """The evaluation phase of a trial: plan in the real environment with the trained stages -> episode rows.
 
-    `only` restricts it to some variants (e.g. {"bc"} to re-evaluate a retrained baseline)."""
+    `only` restricts it to some variants (e.g. {"bc"} to re-evaluate a retrained baseline). With a `store`, the
+    baselines (prior, BC) are evaluated once per policy and reused by sibling trials (`ld.evaluation.reuse`);
+    every row says which evaluation it came from (`eval_key`) and whether this trial ran it (`eval_cached`)."""
     timings = timings if timings is not None else {}
     stage_cols = stage_columns(records, artifacts)
     tid = trial_id(cfg)
@@ -110,11 +114,20 @@ def evaluate_trial(cfg: Config, ds: EpisodeDataset, artifacts: dict[str, Artifac
         variants = [v for v in variants if v[0] in only]
     for variant, make_policy, overrides in variants:
         t1 = time.perf_counter()
-        results = evaluate(make_policy(), ds.info, cfg.eval.episodes, cfg.seed, cfg.eval.max_steps, progress,
-                           desc=f"eval[{variant}]")
+
+        def run(make_policy=make_policy, variant=variant):
+            return evaluate(make_policy(), ds.info, cfg.eval.episodes, cfg.seed, cfg.eval.max_steps, progress,
+                            desc=f"eval[{variant}]")
+
+        key, cached = "", False
+        if store is not None and variant in reuse.REUSED_VARIANTS and reuse.enabled():
+            results, key, cached = reuse.evaluate_once(store, cfg, variant, artifacts, device.type, run)
+        else:
+            results = run()
         timings[f"eval_{variant}_s"] = time.perf_counter() - t1
         rows += episode_rows(cfg, suite=suite, trial_id=tid, variant=variant, results=results,
-                             dataset_info=ds.info, dataset_fingerprint=ds.fingerprint, stage_columns=stage_cols,
+                             dataset_info=ds.info, dataset_fingerprint=ds.fingerprint,
+                             stage_columns={**stage_cols, "eval_key": key, "eval_cached": cached},
                              config_overrides=overrides)
     return to_frame(rows)
 
@@ -142,5 +155,5 @@ def run_trial(cfg: Config, store_root: str | Path, *, suite: str = "run", progre
     frame = pd.DataFrame()
     if evaluate:
         frame = evaluate_trial(cfg, ds, artifacts, records, device, suite=suite, progress=progress,
-                               baselines=baselines, timings=timings)
+                               baselines=baselines, timings=timings, store=store)
     return TrialResult(frame, records, artifacts, ds, timings)

@@ -181,7 +181,7 @@ def test_smoke_grid_sweep_rows_and_shared_stages(ray_local, maze_file, tmp_path,
     assert set(df["sweep.value"]) == {f"beta={b},energy.loss={e}" for b in (1.0, 3.0) for e in ("contrastive", "emse")}
     assert (df["suite"] == "smoke").all() and (df["sweep.axis"] == "product").all()
     # one VAE, one prior, one support set shared by all four; one energy model each
-    assert stage_counts(storage) == {"vae": 1, "prior": 1, "support": 1, "energy": 4}
+    assert stage_counts(storage) == {"vae": 1, "prior": 1, "support": 1, "energy": 4, "eval": 1}
     st = read_status(storage, "smoke")
     trained = [x for t in st["trained"] for x in t.split(",") if x]
     assert sorted(trained) == sorted(["vae", "prior", "support"] + ["energy"] * 4)
@@ -201,7 +201,7 @@ def test_killed_training_worker_resumes_from_its_checkpoint(ray_local, maze_file
     st = read_status(storage, "one").iloc[0]
     assert st["world_size"] == 2 and st["resumed_from"] == "prior@40"
     assert len(read_results(storage, "one")) == 6  # 2 episodes x (planner, prior, BC)
-    assert stage_counts(storage) == {"vae": 1, "prior": 1, "support": 1, "energy": 1, "bc": 1}
+    assert stage_counts(storage) == {"vae": 1, "prior": 1, "support": 1, "energy": 1, "bc": 1, "eval": 2}
     assert not list((storage / "artifacts").glob(".checkpoints/*"))
     # the worker group's loss curve reached the Tune trial: a point per checkpoint of each stage it trained
     (progress_csv,) = (storage / "tune" / "one").glob("*/progress.csv")
@@ -244,7 +244,7 @@ def test_interrupted_driver_then_resume(ray_local, maze_file, tmp_path):
     assert len(df) == 16 and not df.duplicated(["trial_id", "variant", "episode"]).any()
     after = manifests(storage)
     assert all(after[k] == v for k, v in before.items())  # finished stages were not retrained
-    assert stage_counts(storage) == {"vae": 1, "prior": 1, "support": 1, "energy": 4}
+    assert stage_counts(storage) == {"vae": 1, "prior": 1, "support": 1, "energy": 4, "eval": 1}
 
 
 @pytest.mark.slow

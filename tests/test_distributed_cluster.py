@@ -83,4 +83,4 @@ def test_trials_spread_over_two_nodes_and_a_removed_node_loses_nothing(cluster, 
     counts = {}
     for m in (storage / "artifacts").glob("*/*/manifest.json"):
         counts[m.parent.parent.name] = counts.get(m.parent.parent.name, 0) + 1
-    assert counts == {"vae": 1, "prior": 1, "support": 1, "energy": 4}
+    assert counts == {"vae": 1, "prior": 1, "support": 1, "energy": 4, "eval": 1}

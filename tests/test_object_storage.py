@@ -167,15 +167,16 @@ def test_smoke_sweep_on_two_nodes_sharing_only_the_bucket_then_resume(s3, cluste
     assert s.results.startswith(f"s3://{BUCKET}/sweep/results/smoke")
     df = read_results(uri, "smoke")
     assert len(df) == 16 and not df.duplicated(["trial_id", "variant", "episode"]).any()
-    # two trials at a time needed the same missing vae, prior and support: each was trained once
-    assert stage_counts(s3, "sweep") == {"vae": 1, "prior": 1, "support": 1, "energy": 4}
+    # two trials at a time needed the same missing vae, prior and support: each was trained once; the four
+    # trials share one prior, so its episodes were evaluated once (`eval`) and read back by the other three
+    assert stage_counts(s3, "sweep") == {"vae": 1, "prior": 1, "support": 1, "energy": 4, "eval": 1}
     grants = s.lease_grants
     status = read_status(uri, "smoke")
     trained = sorted(status["trained"].str.split(",").sum())
     assert trained == sorted(["vae", "prior", "support"] + ["energy"] * 4), (trained, grants)
     # every artifact was produced under a lease (a trial that waited for one and then found the artifact
     # published counts a grant too, and trained nothing: the status rows above)
-    assert len(grants) == 7 and all(n >= 1 for n in grants.values()), grants
+    assert len(grants) == 8 and all(n >= 1 for n in grants.values()), grants
     # every node read artifacts through its own cache; nothing was written to a local storage root
     caches = [d.name for d in (base / "node-caches").glob("*/*") if d.is_dir()]
     assert set(caches) <= {c.head_node.node_id[:12], worker.node_id[:12]} and caches
@@ -200,7 +201,7 @@ def test_killed_trial_worker_loses_no_rows_and_resumes_from_its_checkpoint_in_th
     st = read_status(uri, "one").iloc[0]
     assert st["resumed_from"] == "prior@40"  # from the checkpoint it had uploaded; its lapsed lease was re-granted
     assert len(read_results(uri, "one")) == 6
-    assert stage_counts(s3, "killed") == {"vae": 1, "prior": 1, "support": 1, "energy": 1, "bc": 1}
+    assert stage_counts(s3, "killed") == {"vae": 1, "prior": 1, "support": 1, "energy": 1, "bc": 1, "eval": 2}
     assert not objects(s3, "killed/artifacts/.checkpoints")  # cleared once the prior was published
     assert time.perf_counter() - t0 < 600
 
@@ -265,5 +266,5 @@ def test_worker_group_trial_on_object_storage(s3, cluster, maze_file, tmp_path):
     assert (s.ok, s.failed) == (1, 0), s.render()
     assert read_status(uri, "one").iloc[0]["world_size"] == 2
     assert len(read_results(uri, "one")) == 6
-    assert stage_counts(s3, "group") == {"vae": 1, "prior": 1, "support": 1, "energy": 1, "bc": 1}
+    assert stage_counts(s3, "group") == {"vae": 1, "prior": 1, "support": 1, "energy": 1, "bc": 1, "eval": 2}
     assert objects(s3, "group/train"), "Ray Train's run state is in the bucket"

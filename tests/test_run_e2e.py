@@ -69,7 +69,8 @@ def test_run_writes_the_promised_parquet(first_run):
 def test_second_run_reuses_every_stage(first_run, maze_file):
     out, _ = first_run
     manifests = sorted((out / "artifacts").glob("*/*/manifest.json"))
-    assert {m.parent.parent.name for m in manifests} == {"vae", "prior", "support", "energy", "bc"}
+    # `eval`: the baselines' episodes (prior, BC), evaluated once per policy (ld.evaluation.reuse)
+    assert {m.parent.parent.name for m in manifests} == {"vae", "prior", "support", "energy", "bc", "eval"}
     before = {m: m.stat().st_mtime_ns for m in manifests}
     p = ld("run", "--preset", "smoke", "--set", f"dataset={maze_file}", "--out", str(out), "--no-progress")
     assert p.returncode == 0, p.stderr
@@ -77,6 +78,8 @@ def test_second_run_reuses_every_stage(first_run, maze_file):
     df = pd.concat(pd.read_parquet(f) for f in (out / "results").glob("*.parquet"))
     for stage in ("vae", "prior", "support", "energy", "bc"):
         assert df[f"stage.{stage}.cached"].all()
+    assert df.loc[df.variant.isin(["prior", "bc"]), "eval_cached"].all()
+    assert not df.loc[df.variant == "latentdiffuser", "eval_cached"].any()
 
 
 def test_changing_beta_retrains_only_the_energy(first_run, maze_file):
@@ -85,8 +88,9 @@ def test_changing_beta_retrains_only_the_energy(first_run, maze_file):
            "--no-progress")
     assert p.returncode == 0, p.stderr
     counts = {s: len(list((out / "artifacts" / s).glob("*/manifest.json")))
-              for s in ("vae", "prior", "support", "energy", "bc")}
-    assert counts == {"vae": 1, "prior": 1, "support": 1, "energy": 2, "bc": 1}
+              for s in ("vae", "prior", "support", "energy", "bc", "eval")}
+    # the new beta's prior and BC are the first trial's policies: their episodes are reused, not re-run
+    assert counts == {"vae": 1, "prior": 1, "support": 1, "energy": 2, "bc": 1, "eval": 2}
     assert len(list((out / "results").glob("*.parquet"))) == 2  # the first trial's results are kept
 
 

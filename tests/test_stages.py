@@ -111,3 +111,57 @@ def test_bc_convergence_flag():
     assert not converged([(100, 1.0), (800, 0.5), (1000, 0.45)])
     assert converged([(100, 1.0), (800, 0.30), (1000, 0.298)])
     assert not converged([(1000, 0.3)])
+
+
+def test_baselines_are_evaluated_once_per_policy(tiny, tmp_path):
+    # two trials that differ only in beta share codec, prior and BC: the second reads the first's prior and BC
+    # episodes from the store (identical rows, marked cached) and evaluates only its own guided planner; a
+    # field the prior's episodes depend on (the replanning interval) gives a new evaluation
+    from ld.evaluation import reuse
+    from ld.pipeline import run_trial
+
+    ev = {"episodes": 2, "max_steps": 10}
+    a = run_trial(_cfg(tiny, beta=3.0, eval=ev), tmp_path, dataset=tiny, progress=False).frame
+    b = run_trial(_cfg(tiny, beta=10.0, eval=ev), tmp_path, dataset=tiny, progress=False).frame
+    cols = ["episode", "env_seed", "episode_return", "normalized_score", "length", "energy", "eval_key"]
+    for variant in reuse.REUSED_VARIANTS:
+        ra, rb = a[a.variant == variant], b[b.variant == variant]
+        assert not ra["eval_cached"].any() and rb["eval_cached"].all(), variant
+        assert (ra["eval_key"].str.len() == 16).all()
+        assert ra[cols].reset_index(drop=True).equals(rb[cols].reset_index(drop=True)), variant
+    assert not b.loc[b.variant == "latentdiffuser", "eval_cached"].any()
+    assert (b.loc[b.variant == "latentdiffuser", "eval_key"] == "").all()
+    prior_b = b[b.variant == "prior"]
+    assert (prior_b["beta"] == 0.0).all() and (prior_b["trial_id"] != a["trial_id"].iloc[0]).all()
+    assert len(list((tmp_path / reuse.STAGE).glob("*/manifest.json"))) == 2
+
+    c = run_trial(_cfg(tiny, beta=3.0, eval={**ev, "replan_every": 2}), tmp_path, dataset=tiny, progress=False).frame
+    assert not c.loc[c.variant == "prior", "eval_cached"].any()
+    assert c.loc[c.variant == "bc", "eval_cached"].all()  # BC does not replan
+    assert len(list((tmp_path / reuse.STAGE).glob("*/manifest.json"))) == 3
+
+
+def test_baseline_reuse_can_be_turned_off(tiny, tmp_path, monkeypatch):
+    from ld.pipeline import run_trial
+
+    monkeypatch.setenv("LD_REUSE_EVAL", "0")
+    ev = {"episodes": 1, "max_steps": 6}
+    run_trial(_cfg(tiny, eval=ev), tmp_path, dataset=tiny, progress=False)
+    df = run_trial(_cfg(tiny, beta=10.0, eval=ev), tmp_path, dataset=tiny, progress=False).frame
+    assert not df["eval_cached"].any() and not (tmp_path / "eval").exists()
+
+
+def test_eval_key_covers_what_decides_the_episodes(tiny, tmp_path):
+    from ld.evaluation import reuse
+
+    cfg = _cfg(tiny)
+    arts, _ = train_stages(cfg, tiny, ArtifactStore(tmp_path), torch.device("cpu"), progress=False)
+    base, spec = reuse.eval_key(cfg, "prior", arts, "cpu")
+    assert set(spec["artifacts"]) == {"vae", "prior"} and spec["code"] == reuse.code_fingerprint()
+    assert reuse.eval_key(_cfg(tiny, beta=10.0), "prior", arts, "cpu")[0] == base  # beta: not the prior's
+    for over in ({"guidance_scale": 1.5}, {"temperature": 1.0}, {"seed": 1}, {"eval": {"episodes": 3}},
+                 {"sampler": {"name": "ddim"}}, {"energy": {"target": "return"}}):
+        assert reuse.eval_key(_cfg(tiny, **over), "prior", arts, "cpu")[0] != base, over
+    assert reuse.eval_key(cfg, "prior", arts, "cuda")[0] != base
+    bc = reuse.eval_key(cfg, "bc", arts, "cpu")[0]
+    assert bc != base and reuse.eval_key(_cfg(tiny, guidance_scale=1.5), "bc", arts, "cpu")[0] == bc

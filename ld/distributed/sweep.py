@@ -235,6 +235,7 @@ class SweepSummary:
     restored: bool = False  # Tune state was restored (Tuner.restore) rather than started fresh
     best: Optional[dict[str, Any]] = None  # a search: {"params", "metric", "value", "seeds", "samples"}
     lease_grants: dict[str, int] = field(default_factory=dict)  # object storage: times each artifact was leased
+    baseline_evals: int = 0  # baseline evaluations (prior, BC) this run made; siblings read them back
 
     def render(self) -> str:
         def mean(xs):
@@ -245,7 +246,7 @@ class SweepSummary:
             f"{self.failed} failed; {self.rows} rows; wall {self.wall_s:.1f} s"
             + (" (resumed from saved Tune state)" if self.restored else ""),
             f"stage runs: {self.stage_runs_trained} trained, {self.stage_runs_reused} reused "
-            f"(without the cache: {self.stage_runs_uncached})",
+            f"(without the cache: {self.stage_runs_uncached}); baseline evaluations run: {self.baseline_evals}",
             f"per trial: wall {mean(self.trial_wall_s):.1f} s, wall minus training loops "
             f"{mean(self.trial_overhead_s):.1f} s (mean)",
         ]
@@ -468,7 +469,11 @@ def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, 
 
             ray.shutdown()
     new = _manifests(layout) - before
-    summary = _summarize(spec, time.perf_counter() - t0, errors, len(new))
+    from ld.evaluation.reuse import STAGE as EVAL
+
+    evals = {a for a in new if a.split("/", 1)[0] == EVAL}  # episodes, not a stage of the DAG
+    summary = _summarize(spec, time.perf_counter() - t0, errors, len(new - evals))
+    summary.baseline_evals = len(evals)
     summary.restored = restored
     summary.best = best
     summary.lease_grants = grants

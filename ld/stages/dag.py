@@ -200,16 +200,21 @@ def source_tokens(src: str) -> str:
     return " ".join(out)
 
 
-def code_fingerprint(stage: Stage) -> str:
-    """A hash of the code of every module the stage runs (`Stage.code`)."""
+def modules_fingerprint(modules: tuple[str, ...] | list[str], owner: str) -> str:
+    """A hash of the tokens (`source_tokens`) of the named modules; `owner` names who asked, for the error."""
     h = hashlib.sha256()
-    for module in sorted(stage.code):
+    for module in sorted(modules):
         spec = importlib.util.find_spec(module)
         if spec is None or spec.origin is None:
-            raise ModuleNotFoundError(f"stage {stage.name}: code module {module} not found")
+            raise ModuleNotFoundError(f"{owner}: code module {module} not found")
         h.update(module.encode())
         h.update(source_tokens(Path(spec.origin).read_text()).encode())
     return h.hexdigest()[:16]
+
+
+def code_fingerprint(stage: Stage) -> str:
+    """A hash of the code of every module the stage runs (`Stage.code`)."""
+    return modules_fingerprint(stage.code, f"stage {stage.name}")
 
 
 def recorded_fingerprints() -> dict[str, dict[str, str]]:
