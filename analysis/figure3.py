@@ -32,6 +32,7 @@ RESULTS = os.environ.get("LD_RESULTS", "figures/figure3/results")
 OUT = os.environ.get("LD_OUT", "figures/figure3")
 SUITE = os.environ.get("LD_SUITE", "figure3")
 REPS = int(os.environ.get("LD_BOOTSTRAP_REPS", "10000"))
+STALE = os.environ.get("LD_STALE", "")  # set by `ld report` when the trials were trained by older stage code
 
 # %%
 from ld import analysis as A
@@ -61,10 +62,11 @@ table.drop(columns=["panel_title"]).round(2)
 #
 # Each finding of the paper as a difference of per-seed scores (per family: the method - the alternative), paired by
 # seed, with a 95% percentile bootstrap CI over seeds, and a practical margin (10% of the reference score, at
-# least 1 normalized point). The verdict reads the CI, not the point: `agrees` when it excludes 0 on the
-# paper's side (for "insensitive": when it lies inside +-margin), `no difference` when it lies inside the
-# margin although the paper reports an effect, `contradicts` when it is on the other side (beyond the
-# margin for "insensitive"), else `inconclusive`. With 2-3 seeds the CI is about the range of the per-seed
+# least 1 normalized point). The verdict reads the CI, not the point: `agrees` when the whole CI lies beyond
+# the margin on the paper's side (for "insensitive": inside +-margin), `no difference` when it lies inside the
+# margin although the paper reports an effect, `contradicts` when it lies beyond the margin on the other side
+# (for "insensitive": outside +-margin), else `inconclusive`. This table is the one source of verdicts.
+# With 2-3 seeds the CI is about the range of the per-seed
 # differences: read it with `n_seeds`.
 
 # %%
@@ -92,7 +94,8 @@ references.round(2)
 # ## Figure
 
 # %%
-fig = A.plot_figure3(table, title=SUITE, references=references)
+title = f"Figure 3: modeling selections per task family ({df['seed'].nunique()} seeds)"
+fig = A.plot_figure3(table, title=f"{title} ({STALE})" if STALE else title, references=references)
 A.save_figure(fig, OUT, "figure3")
 A.write_tidy(table, OUT, "figure3")
 fig

@@ -30,6 +30,7 @@ RESULTS = os.environ.get("LD_RESULTS", "figures/figure5/results")
 OUT = os.environ.get("LD_OUT", "figures/figure5")
 SUITE = os.environ.get("LD_SUITE", "figure5")
 REPS = int(os.environ.get("LD_BOOTSTRAP_REPS", "10000"))
+STALE = os.environ.get("LD_STALE", "")  # set by `ld report` when the trials were trained by older stage code
 
 # %%
 from ld import analysis as A
@@ -50,10 +51,11 @@ table.drop(columns=["panel_title"]).round(2)
 #
 # Each finding of the paper as a difference of per-seed scores (setting - default), paired by
 # seed, with a 95% percentile bootstrap CI over seeds, and a practical margin (10% of the reference score, at
-# least 1 normalized point). The verdict reads the CI, not the point: `agrees` when it excludes 0 on the
-# paper's side (for "insensitive": when it lies inside +-margin), `no difference` when it lies inside the
-# margin although the paper reports an effect, `contradicts` when it is on the other side (beyond the
-# margin for "insensitive"), else `inconclusive`. With 2-3 seeds the CI is about the range of the per-seed
+# least 1 normalized point). The verdict reads the CI, not the point: `agrees` when the whole CI lies beyond
+# the margin on the paper's side (for "insensitive": inside +-margin), `no difference` when it lies inside the
+# margin although the paper reports an effect, `contradicts` when it lies beyond the margin on the other side
+# (for "insensitive": outside +-margin), else `inconclusive`. This table is the one source of verdicts.
+# With 2-3 seeds the CI is about the range of the per-seed
 # differences: read it with `n_seeds`.
 
 # %%
@@ -80,7 +82,9 @@ references.round(2)
 # ## Figure
 
 # %%
-fig = A.plot_figure5(table, title=f"{SUITE}: {df['dataset_name'].iloc[0]}", references=references)
+title = (f"Figure 5: latent step L, horizon H, inverse temperature \N{GREEK SMALL LETTER BETA} and diffusion "
+         f"steps K on {df['dataset_name'].iloc[0]} ({df['seed'].nunique()} seeds)")
+fig = A.plot_figure5(table, title=f"{title} ({STALE})" if STALE else title, references=references)
 A.save_figure(fig, OUT, "figure5")
 A.write_tidy(table, OUT, "figure5")
 fig

@@ -75,6 +75,7 @@ def stage_columns(records: list[StageRun], artifacts: dict[str, Artifact]) -> di
             value = metrics.get(name)
             cols[f"stage.{r.stage}.{name}"] = float("nan") if value is None else float(value)
         cols[f"stage.{r.stage}.key"] = r.key
+        cols[f"stage.{r.stage}.version"] = int(dag.by_name(r.stage).version)  # `ld report` flags older math
         cols[f"stage.{r.stage}.cached"] = r.reused
         cols[f"stage.{r.stage}.wall_s"] = float(r.wall_s)
         cols[f"stage.{r.stage}.train_s"] = float(

@@ -274,8 +274,47 @@ def provenance(df: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def stale_stages(df: pd.DataFrame) -> dict[str, Any]:
+    """Which trials were trained by older math than this ld's: a stage whose recorded version (the
+    `stage.<name>.version` column, written since stage versions were recorded) differs from the stage's
+    version now, or was not recorded. A figure of such trials is a record of older code, and its page says
+    so rather than passing it off as the method's current numbers. {} when every trial is current."""
+    from ld.stages import dag  # lazily: it imports torch, which the rest of the report does not need
+
+    trials = df.drop_duplicates(["trial_id", "seed"])
+    stale: set[tuple] = set()
+    stages: dict[str, str] = {}
+    for stage in dag.ALL_STAGES:
+        key = f"stage.{stage.name}.key"
+        if key not in trials.columns:
+            continue
+        used = trials[trials[key].notna()]
+        col = f"stage.{stage.name}.version"
+        recorded = used[col] if col in used.columns else pd.Series(float("nan"), index=used.index)
+        old = used[recorded.isna() | (recorded != stage.version)]
+        if old.empty:
+            continue
+        stale |= set(zip(old["trial_id"], old["seed"]))
+        seen = sorted({"not recorded" if pd.isna(v) else f"v{int(v)}" for v in recorded.loc[old.index]})
+        stages[stage.name] = f"{', '.join(seen)} (now v{stage.version}; {len(old)} trials)"
+    if not stale:
+        return {}
+    return {"trials": len(stale), "of": len(trials), "stages": stages}
+
+
+def stale_text(stale: dict[str, Any]) -> str:
+    """One sentence for the page, the report and the figure's title."""
+    if not stale:
+        return ""
+    what = "; ".join(f"{k}: {v}" for k, v in stale["stages"].items())
+    return (f"Stale: {stale['trials']} of {stale['of']} trials were trained by older stage code than this ld's "
+            f"({what}). The figure is a record of that code, not of the current method; rerun the suite into a "
+            f"fresh storage to replace it.")
+
+
 def write_page(out: Path, *, suite, stem: str, df: pd.DataFrame, results: str, cov: Coverage,
-               failures: list[dict[str, str]], notebook: Path, elapsed: float) -> Path:
+               failures: list[dict[str, str]], notebook: Path, elapsed: float,
+               stale: Optional[dict[str, Any]] = None) -> Path:
     import ld
 
     svg = out / f"{stem}.svg"
@@ -288,6 +327,8 @@ def write_page(out: Path, *, suite, stem: str, df: pd.DataFrame, results: str, c
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(suite.name)} report</title>"
              f"<style>{_CSS}</style></head><body>",
              f"<h1>{html.escape(suite.name)}</h1><p>{html.escape(suite.description)}</p>"]
+    if stale:
+        parts.append(f"<p class=warn>{html.escape(stale_text(stale))}</p>")
     if cov.missing or cov.scale is None or failures:
         msg = []
         if cov.missing:
@@ -346,6 +387,7 @@ def build_report(suite_spec: str, results: str, out: Optional[Path] = None, *, n
     if method_rows(df).empty:
         raise ResultsError(f"results under {results} have no rows of the method (variant latentdiffuser)")
     cov = coverage(suite, df, scale)
+    stale = stale_stages(df)
     failures = failed_trials(load_status(results, suite.name))
     failed = {(f["axis"], f["value"], f["seed"]): f["error"] or f["status"] for f in failures}
     for m in cov.missing:
@@ -357,7 +399,8 @@ def build_report(suite_spec: str, results: str, out: Optional[Path] = None, *, n
     tmp.mkdir()
     try:
         env = {"LD_RESULTS": str(Path(results).resolve()) if "://" not in str(results) else str(results),
-               "LD_OUT": str(tmp.resolve()), "LD_SUITE": suite.name}
+               "LD_OUT": str(tmp.resolve()), "LD_SUITE": suite.name,
+               "LD_STALE": "stale: trained by older stage code" if stale else ""}
         nb = execute_notebook(nb_path, env, timeout=timeout)
         stem = nb_path.stem
         nbformat.write(nb, tmp / f"{stem}.ipynb")
@@ -366,11 +409,11 @@ def build_report(suite_spec: str, results: str, out: Optional[Path] = None, *, n
         (tmp / "report.json").write_text(json.dumps({
             "suite": suite.name, "results": str(results), "notebook": str(nb_path), "scale": cov.scale,
             "expected_trials": cov.expected, "found_trials": cov.found, "missing": cov.missing,
-            "unexpected_trials": cov.unexpected, "failures": failures, "note": cov.note,
+            "unexpected_trials": cov.unexpected, "failures": failures, "note": cov.note, "stale": stale,
             "provenance": {k: str(v) for k, v in provenance(df).items()},
         }, indent=2))
         write_page(tmp, suite=suite, stem=stem, df=df, results=str(results), cov=cov, failures=failures,
-                   notebook=nb_path, elapsed=time.perf_counter() - t0)
+                   notebook=nb_path, elapsed=time.perf_counter() - t0, stale=stale)
         out.mkdir(parents=True, exist_ok=True)
         for f in tmp.iterdir():
             os.replace(f, out / f.name)
@@ -419,6 +462,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"  missing: {m['label']}" + (f" (failed: {m['failure']})" if m.get("failure") else ""))
     if len(rep["missing"]) > 20:
         print(f"  ... and {len(rep['missing']) - 20} more (see {out / 'index.html'})")
+    if rep.get("stale"):
+        print(f"  {stale_text(rep['stale'])}")
     print(f"report: {out / 'index.html'}")
     return 0
 

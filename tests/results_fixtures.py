@@ -77,8 +77,9 @@ def rng_scores(seed: int) -> Callable[[Trial, str, int], float]:
 
 
 def figure3_with_two_maze_tasks(folder: Path) -> Path:
-    """ablations/figure3.yaml with a second maze task at `small`: a family of several tasks exercises the
-    IQM / stratified-bootstrap path (the shipped small scale has one task per family to fit a 2-core CPU)."""
+    """ablations/figure3.yaml at `small` with one locomotion task and two maze tasks: one family takes the
+    one-task path (mean over seeds), the other the IQM / stratified-bootstrap path, in fewer trials than the
+    shipped four tasks."""
     import yaml
 
     body = yaml.safe_load((REPO / "ablations" / "figure3.yaml").read_text())

@@ -24,13 +24,16 @@ def test_committed_figure_regenerates_from_its_parquet(suite, tmp_path):
     results = here / "results"
     assert sorted(results.glob("trial=*.parquet")), f"no committed results under {results}"
     out = tmp_path / suite
-    p = subprocess.run([sys.executable, "-m", "ld.cli", "report", suite, "--results", str(results), "--out", str(out)],
+    # the suite file committed beside the figure is the one its trials ran (ablations/ moves on)
+    p = subprocess.run([sys.executable, "-m", "ld.cli", "report", str(here / "suite.yaml"), "--results", str(results),
+                        "--out", str(out)],
                        capture_output=True, text=True, timeout=600, env={**os.environ, "MPLBACKEND": "Agg"})
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     committed = json.loads((here / "report.json").read_text())
     fresh = json.loads((out / "report.json").read_text())
     assert fresh["scale"] == committed["scale"] == "small"
     assert (fresh["found_trials"], len(fresh["missing"])) == (committed["found_trials"], len(committed["missing"]))
+    assert fresh["stale"] == committed["stale"]  # the page says whether its trials ran today's stage code
     for name in (f"{suite}.csv", f"{suite}_findings.csv"):
         a, b = pd.read_csv(here / name), pd.read_csv(out / name)
         assert list(a.columns) == list(b.columns) and len(a) == len(b), name
@@ -42,3 +45,17 @@ def test_committed_figure_regenerates_from_its_parquet(suite, tmp_path):
                 assert a[col].fillna("").astype(str).tolist() == b[col].fillna("").astype(str).tolist(), f"{name}:{col}"
     for ext in ("png", "svg"):
         assert (here / f"{suite}.{ext}").stat().st_size > 0
+
+
+def test_readme_quotes_the_findings_csvs():
+    """analysis/figures/README.md restates no verdict: its findings tables are the CSVs', row for row."""
+    text = (FIGURES / "README.md").read_text()
+    for suite in ("figure5", "figure3"):
+        f = pd.read_csv(FIGURES / suite / f"{suite}_findings.csv")
+        block = text.split(f"(`{suite}/{suite}_findings.csv`):", 1)[1].split("\n\n", 2)[1]
+        rows = [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()[2:]]
+        assert len(rows) == len(f), suite
+        for cells, r in zip(rows, f.itertuples()):
+            finding, panel, comparison, diff_ci, margin, n, verdict = cells
+            assert (finding, panel, comparison, verdict) == (r.finding, r.panel, r.comparison, r.verdict)
+            assert diff_ci == f"{r.diff:.1f} [{r.ci_low:.1f}, {r.ci_high:.1f}]" and int(n) == r.n_seeds

@@ -223,3 +223,22 @@ def test_failures_are_the_failed_status_rows_the_sink_writes(tmp_path):
     assert failed_trials(load_status(tmp_path, "figure5")) == expected  # a storage root
     assert failed_trials(load_status(folder)) == expected  # the results folder itself
     assert len(load_status(folder)) == 2
+
+
+def test_stale_trials_are_those_trained_by_another_stage_version(fig5_report):
+    from ld.report import stale_stages, stale_text
+    from ld.stages import dag
+
+    now = dag.VAE.version
+    df = pd.DataFrame({"trial_id": ["a", "a", "b", "c", "d"], "seed": [0, 0, 0, 0, 0],
+                       "stage.vae.key": ["k1", "k1", "k2", "k3", None],
+                       "stage.vae.version": [now, now, now - 1, float("nan"), float("nan")]})
+    got = stale_stages(df)
+    # a: current; b: an older version; c: written before versions were recorded; d: used no VAE
+    assert got == {"trials": 2, "of": 4, "stages": {"vae": f"not recorded, v{now - 1} (now v{now}; 2 trials)"}}
+    assert "2 of 4 trials" in stale_text(got) and stale_text({}) == ""
+    assert stale_stages(df[df["trial_id"] == "a"]) == {}
+    # the fixture's results record no stage keys: nothing to call stale, and the page says nothing
+    _, _, out, p = fig5_report
+    assert json.loads((out / "report.json").read_text())["stale"] == {}
+    assert "Stale" not in (out / "index.html").read_text() and "Stale" not in p.stdout

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from ld.results import REQUIRED_COLUMNS
+from ld.stages import dag
 
 pytestmark = pytest.mark.slow
 
@@ -60,6 +61,9 @@ def test_run_writes_the_promised_parquet(first_run):
     assert df["ref_max_score"].iloc[0] > 0
     # the energy's health is in every row and in the printed table
     assert df["stage.energy.target_ess_mean"].between(0.25, 1.0).all()
+    # each stage's version, so that `ld report` can tell a figure of older math (ld.report.stale_stages)
+    for stage in ("vae", "prior", "support", "energy", "bc"):
+        assert (df[f"stage.{stage}.version"] == dag.by_name(stage).version).all(), stage
     assert "energy target ESS" in p.stdout and "behavior data" in p.stdout and "capped at 40" in p.stdout
     assert df["normalized_score"].notna().all() and df["env_id"].iloc[0] == "PointMaze_UMaze-v3"
     assert df["schema_version"].iloc[0] == 1 and df["git_commit"].iloc[0]

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("name,scale,points,seeds", [
     ("figure5", "small", 12, 3),   # default + L{1,2,4} + H{12,48} + beta{0,1,10,100} + K{10,50}
     ("figure5", "paper", 12, 5),
-    ("figure3", "small", 12, 3),   # 2 datasets x 6 modeling selections
+    ("figure3", "small", 24, 3),   # 4 datasets (2 per family) x 6 modeling selections
     ("figure3", "smoke", 12, 1),
 ])
 def test_ablation_suites_expand_to_the_documented_grid(name, scale, points, seeds):

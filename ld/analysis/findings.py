@@ -3,8 +3,9 @@
 Each finding is a comparison of two settings' per-seed scores: the difference (setting - reference) is
 paired by seed (the same seed trains the same data order and evaluates the same episode seeds), with a
 percentile bootstrap CI over seeds. A verdict is read off the CI, not the point estimate, so 3 seeds of
-noisy RL scores give "inconclusive" rather than a false "agrees"; and a difference inside a practical
-margin (10% of the reference score, at least 1 point) is "no difference", not a contradiction. With 2-3
+noisy RL scores give "inconclusive" rather than a false "agrees"; a practical margin (10% of the reference
+score, at least 1 point) separates a difference that matters from one that does not: "agrees" and
+"contradicts" need the whole CI beyond it, and a CI inside it is "no difference". With 2-3
 seeds a percentile bootstrap CI is little more than the range of the per-seed differences: read the
 verdicts with `n_seeds`.
 """
@@ -38,11 +39,14 @@ def verdict(expect: str, lo: float, hi: float, margin: float = 0.0) -> str:
     """agrees | no difference | contradicts | inconclusive, for an expected sign of a difference whose 95%
     CI is [lo, hi], with a practical-equivalence margin.
 
-    lower / higher: agrees when the CI excludes 0 on the expected side; no difference when it lies inside
-    +-margin; contradicts when it excludes 0 on the other side (and is not inside +-margin).
+    A direction counts only beyond the margin: a CI that excludes 0 but reaches into +-margin may be a real
+    difference too small to matter, which is not what the paper's "degrades" or "worse" claims.
+    lower / higher: agrees when the whole CI lies beyond the margin on the expected side; contradicts when
+    it lies beyond the margin on the other side; no difference when it lies inside +-margin; otherwise
+    inconclusive.
     same ("insensitive"): agrees inside +-margin, contradicts entirely outside it.
-    not higher ("very high beta slightly worse"): agrees when the CI is below 0, no difference inside
-    +-margin, contradicts when it is entirely above +margin."""
+    not higher ("very high beta slightly worse"): agrees when the CI lies below -margin, no difference inside
+    +-margin, contradicts when it lies above +margin."""
     if expect not in EXPECTATIONS:
         raise ValueError(f"expect must be one of {EXPECTATIONS}, got {expect!r}")
     if not (np.isfinite(lo) and np.isfinite(hi)):
@@ -50,10 +54,10 @@ def verdict(expect: str, lo: float, hi: float, margin: float = 0.0) -> str:
     inside = -margin <= lo and hi <= margin
     if expect == "same":
         return "agrees" if inside else "contradicts" if (lo > margin or hi < -margin) else "inconclusive"
+    below, above = hi < -margin, lo > margin
     if expect == "not higher":
-        return ("agrees" if hi < 0 else "no difference" if inside else "contradicts" if lo > margin
-                else "inconclusive")
-    right, wrong = (hi < 0, lo > 0) if expect == "lower" else (lo > 0, hi < 0)
+        return "agrees" if below else "no difference" if inside else "contradicts" if above else "inconclusive"
+    right, wrong = (below, above) if expect == "lower" else (above, below)
     return "agrees" if right else "no difference" if inside else "contradicts" if wrong else "inconclusive"
 
 

@@ -61,15 +61,16 @@ def _bars(ax, t: pd.DataFrame, colors: list, edge: list | None = None):
     return x
 
 
-def _panel_grid(table: pd.DataFrame, width: float, height: float):
-    """One row of panels sharing the y axis, one per `panel` of the table in its order: (fig, axes, [(panel,
-    rows)])."""
+def _panel_grid(table: pd.DataFrame, width: float, height: float, sharey: bool = True):
+    """One row of panels, one per `panel` of the table in its order: (fig, axes, [(panel, rows)]). Figure 5's
+    panels share one dataset and so one y axis; Figure 3's families do not (a maze scores 0-100, locomotion
+    at small scale a few tens), so each gets its own, or the smaller family's differences vanish."""
     import matplotlib.pyplot as plt
 
     _style()
     panels = [(p, table[table["panel"] == p]) for p in dict.fromkeys(table["panel"])]
     n = max(len(panels), 1)
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), sharey=sharey, squeeze=False)
     return fig, axes, panels
 
 
@@ -143,7 +144,7 @@ def plot_figure3(table: pd.DataFrame, title: Optional[str] = None, references: O
     `references` (`reference_table(df, by="family")`): each family's BC and behavior-data levels, drawn
     across that family's panel."""
     colors = palette()
-    fig, axes, panels = _panel_grid(table, width=4.4, height=3.9)
+    fig, axes, panels = _panel_grid(table, width=4.4, height=3.9, sharey=False)
     drawn: list[str] = []
     for ax, (panel, t) in zip(axes[0], panels):
         _bars(ax, t, [colors.get(s, "0.5") for s in t["setting"]])
@@ -154,7 +155,8 @@ def plot_figure3(table: pd.DataFrame, title: Optional[str] = None, references: O
         tasks = t["tasks"].iloc[0].split(";")
         sub = f"{agg} over {len(tasks)} tasks" if len(tasks) > 1 else f"{tasks[0]}, mean over seeds"
         ax.set_title(f"{t['panel_title'].iloc[0]}\n{sub}", fontsize=10.5)
-    axes[0][0].set_ylabel("normalized score")
+        ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))  # own axis per family, still from 0
+        ax.set_ylabel("normalized score")
     fig.text(0.01, 0.005, "several tasks: IQM over runs x tasks, stratified bootstrap 95% CI; one task: mean over "
              "seeds, bootstrap 95% CI; n = seeds (\N{MULTIPLICATION SIGN} tasks)", fontsize=8, color="0.3")
     handles = _reference_handles(drawn)
