@@ -86,6 +86,27 @@ def test_stratified_bootstrap_resamples_runs_within_each_task():
     assert np.isnan(A.stratified_iqm_ci([[1.0], [2.0]])[1])
 
 
+# rliable 1.2.0's answers on one small case, recorded (it does not import beside this project's pandas 3:
+# its arch < 8 pin breaks there). Computed with pandas 2.3.3, arch 7.2.0, numpy 2.4.6:
+#   scores = np.array([[10, 0], [20, 5], [30, 5], [40, 60], [90, 70]])   # runs x tasks
+#   rly.get_interval_estimates({"x": scores}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=50000)
+RLIABLE_CASE = [[10.0, 20.0, 30.0, 40.0, 90.0], [0.0, 5.0, 5.0, 60.0, 70.0]]  # per task: its runs
+RLIABLE_ANSWERS = {"iqm": (27.5, 10.0, 55.0), "mean": (33.0, 16.0, 52.0), "iqm of task 0": (30.0, 13.333, 73.333)}
+
+
+def test_stratified_iqm_matches_rliable_on_a_recorded_case():
+    """Same point estimates to the digit; the same percentile CIs up to the bootstrap's Monte Carlo error
+    (the resampled IQMs take few distinct values here, so a quantile lands on one of two neighbours)."""
+    got = {"iqm": A.stratified_iqm_ci(RLIABLE_CASE, reps=50000),
+           "mean": A.stratified_iqm_ci(RLIABLE_CASE, reps=50000, stat=lambda x, axis=None: np.mean(x, axis=axis)),
+           "iqm of task 0": A.stratified_iqm_ci(RLIABLE_CASE[:1], reps=50000)}
+    for name, (point, lo, hi) in RLIABLE_ANSWERS.items():
+        assert got[name][0] == pytest.approx(point), name
+        assert got[name][1] == pytest.approx(lo, abs=1.0) and got[name][2] == pytest.approx(hi, abs=1.0), name
+    # by hand: the 10 runs sorted are 0 5 5 10 20 30 40 60 70 90; the IQM drops int(2.5) = 2 at each end
+    assert A.iqm(np.concatenate(RLIABLE_CASE)) == pytest.approx(np.mean([5, 10, 20, 30, 40, 60]))
+
+
 def _rows(**cols) -> pd.DataFrame:
     return pd.DataFrame(cols)
 

@@ -7,7 +7,9 @@ several tasks is summarized by the interquartile mean (IQM, the 25%-trimmed mean
 matrix, with a stratified bootstrap CI (runs resampled with replacement within each task).
 
 Pure numpy: `ld run` (ld.pipeline) and the benchmarks print these numbers too, so nothing heavier may be
-imported here.
+imported here. rliable itself is not a dependency: it installs, but its pin of arch < 8 does not import beside
+pandas 3 (arch 7.2: `deprecate_kwarg() missing ... 'new_arg_name'`); tests/test_analysis.py checks these
+functions against rliable's recorded answers on a small case.
 """
 
 from __future__ import annotations
