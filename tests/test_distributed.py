@@ -169,8 +169,9 @@ def test_smoke_grid_sweep_rows_and_shared_stages(ray_local, maze_file, tmp_path,
     # --logger wandb, offline: a run per trial under <storage>/wandb, the same params and curves
     runs = wandb_offline_runs(storage / "wandb")
     assert len(runs) == 4, [r["file"] for r in runs]
-    assert sorted((r["config"]["beta"], r["config"]["energy_loss"]) for r in runs) == [
-        (1.0, "contrastive"), (1.0, "emse"), (3.0, "contrastive"), (3.0, "emse")]
+    got = sorted(((r["config"].get("beta"), r["config"].get("energy_loss")) for r in runs), key=str)
+    assert got == [(1.0, "contrastive"), (1.0, "emse"), (3.0, "contrastive"), (3.0, "emse")], [
+        (r["file"], sorted(r["config"]), len(r["history"])) for r in runs]
     for r in runs:
         assert len([h for h in r["history"] if "train_loss" in h]) >= 2
         assert any("normalized_score" in h for h in r["history"])
