@@ -66,8 +66,7 @@ table.drop(columns=["panel_title"]).round(2)
 # the margin on the paper's side (for "insensitive": inside +-margin), `no difference` when it lies inside the
 # margin although the paper reports an effect, `contradicts` when it lies beyond the margin on the other side
 # (for "insensitive": outside +-margin), else `inconclusive`. This table is the one source of verdicts.
-# With 2-3 seeds the CI is about the range of the per-seed
-# differences: read it with `n_seeds`.
+# With 2-3 seeds the CI is about the range of the per-seed differences: read it with `n_seeds`.
 
 # %%
 findings = A.figure3_findings(df, reps=REPS)

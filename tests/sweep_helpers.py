@@ -72,12 +72,11 @@ def wandb_offline_runs(folder: Path) -> list[dict]:
             r = pb.Record()
             r.ParseFromString(raw)
             kind = r.WhichOneof("record_type")
-            # the config given to wandb.init travels in the run record; later updates in config records
-            # (which one carries it depends on wandb's timing, so read both)
-            if kind == "run":
-                config.update({key(i): json.loads(i.value_json) for i in r.run.config.update})
-            elif kind == "config":
-                config.update({key(i): json.loads(i.value_json) for i in r.config.update})
+            # the config given to wandb.init travels in the run record, later updates in config records
+            # (which of them is flushed by the end depends on wandb's timing, so read both)
+            if kind in ("run", "config"):
+                updates = (r.run.config if kind == "run" else r.config).update
+                config.update({key(i): json.loads(i.value_json) for i in updates})
             elif kind == "history":
                 history.append({key(i): json.loads(i.value_json) for i in r.history.item})
         runs.append({"config": config, "history": history, "file": str(f)})

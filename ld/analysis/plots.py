@@ -155,7 +155,6 @@ def plot_figure3(table: pd.DataFrame, title: Optional[str] = None, references: O
         tasks = t["tasks"].iloc[0].split(";")
         sub = f"{agg} over {len(tasks)} tasks" if len(tasks) > 1 else f"{tasks[0]}, mean over seeds"
         ax.set_title(f"{t['panel_title'].iloc[0]}\n{sub}", fontsize=10.5)
-        ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))  # own axis per family, still from 0
         ax.set_ylabel("normalized score")
     fig.text(0.01, 0.005, "several tasks: IQM over runs x tasks, stratified bootstrap 95% CI; one task: mean over "
              "seeds, bootstrap 95% CI; n = seeds (\N{MULTIPLICATION SIGN} tasks)", fontsize=8, color="0.3")
