@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 run: setup
-	$(VENV)/bin/ld run $(ARGS)
+	$(VENV)/bin/latentdiffuser run $(ARGS)
 
 test: setup
 	$(VENV)/bin/ruff check .

@@ -23,7 +23,7 @@
 # matrix of per-seed scores, with a stratified bootstrap 95% CI; a family with one task: mean over seeds
 # with a percentile bootstrap 95% CI. Per-task numbers are written next to the figure.
 #
-# `ld report figure3 --results STORAGE` runs this notebook headless; by hand, set `LD_RESULTS` and `LD_OUT`.
+# `latentdiffuser report figure3 --results STORAGE` runs this notebook headless; by hand, set `LD_RESULTS` and `LD_OUT`.
 
 # %% tags=["parameters"]
 import os
@@ -32,7 +32,7 @@ RESULTS = os.environ.get("LD_RESULTS", "figures/figure3/results")
 OUT = os.environ.get("LD_OUT", "figures/figure3")
 SUITE = os.environ.get("LD_SUITE", "figure3")
 REPS = int(os.environ.get("LD_BOOTSTRAP_REPS", "10000"))
-STALE = os.environ.get("LD_STALE", "")  # set by `ld report` when the trials were trained by older stage code
+STALE = os.environ.get("LD_STALE", "")  # set by `latentdiffuser report` for trials trained by older stage code
 
 # %%
 from ld import analysis as A

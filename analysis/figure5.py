@@ -20,7 +20,7 @@
 # over evaluation episodes of the method (LatentDiffuser; at beta = 0 the unguided planner *is* the method);
 # error bars = 95% percentile bootstrap CI over seeds.
 #
-# `ld report figure5 --results STORAGE` runs this notebook headless. To run it by hand, set `LD_RESULTS`
+# `latentdiffuser report figure5 --results STORAGE` runs this notebook headless. To run it by hand, set `LD_RESULTS`
 # (a sweep storage root, its `results/figure5/` folder, or a Parquet file) and optionally `LD_OUT`.
 
 # %% tags=["parameters"]
@@ -30,7 +30,7 @@ RESULTS = os.environ.get("LD_RESULTS", "figures/figure5/results")
 OUT = os.environ.get("LD_OUT", "figures/figure5")
 SUITE = os.environ.get("LD_SUITE", "figure5")
 REPS = int(os.environ.get("LD_BOOTSTRAP_REPS", "10000"))
-STALE = os.environ.get("LD_STALE", "")  # set by `ld report` when the trials were trained by older stage code
+STALE = os.environ.get("LD_STALE", "")  # set by `latentdiffuser report` for trials trained by older stage code
 
 # %%
 from ld import analysis as A

@@ -4,7 +4,7 @@ The smoke suite (sweeps/smoke.yaml: 4 trials, 7 artifacts) is trained once into 
 built-in maze file, to get real artifact files. Then the sweep's storage traffic is replayed against each
 root -- a local folder and an S3 bucket on a real S3 server (SeaweedFS on 127.0.0.1, started here):
 
-* probe: `ld.storage.check_root` (what `ld sweep` does before Ray starts);
+* probe: `ld.storage.check_root` (what `latentdiffuser sweep` does before Ray starts);
 * publish: every artifact once, through the store (`ArtifactStore.build`; on S3: upload, manifest last);
 * get: every stage of every trial, as 2 nodes would read them (each with its own cache: the first read of an
   artifact on a node downloads it, the rest hit the cache);

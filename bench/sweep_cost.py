@@ -3,7 +3,7 @@
 The figure5 suite (ablations/figure5.yaml) at the `smoke` scale is expanded by `ld.suite` and every trial's
 stages are trained in-process with `ld.pipeline.train_stages` twice:
 
-* cached: one `ArtifactStore` for all trials (what `ld sweep` does): a stage whose inputs a previous trial
+* cached: one `ArtifactStore` for all trials (what `latentdiffuser sweep` does): a stage whose inputs a previous trial
   already trained is reused (a beta ablation trains one VAE and one prior);
 * uncached: a fresh store per trial: every trial trains every stage it walks.
 

@@ -1,10 +1,11 @@
-"""The `ld` command line.
+"""The `latentdiffuser` command line (also `python -m ld`). Not `ld`: that name is binutils' linker, which gcc and
+every other compiler driver run from PATH.
 
-    ld run [CONFIG.yaml] [--preset smoke|small|paper] [--set key=value ...] [--out DIR]
-    ld data make NAME [--out PATH] [--episodes N] [--seed S]
-    ld data info SOURCE [--json]
-    ld config [CONFIG.yaml] [--preset P] [--set k=v ...]     print the resolved config
-    ld report SUITE --results URI [--out DIR]                 figures + HTML from a suite's Parquet
+    latentdiffuser run [CONFIG.yaml] [--preset smoke|small|paper] [--set key=value ...] [--out DIR]
+    latentdiffuser data make NAME [--out PATH] [--episodes N] [--seed S]
+    latentdiffuser data info SOURCE [--json]
+    latentdiffuser config [CONFIG.yaml] [--preset P] [--set k=v ...]     print the resolved config
+    latentdiffuser report SUITE --results URI [--out DIR]                 figures + HTML from a suite's Parquet
 
 Errors in the user's input (config, dataset, artifact) print one message and exit with code 2.
 """
@@ -19,6 +20,7 @@ from typing import Optional, Sequence
 
 import yaml
 
+PROG = "latentdiffuser"  # the console script (pyproject.toml) and every message naming the command
 DEFAULT_PRESET = "small"
 
 
@@ -40,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     from ld import __version__
     from ld.data.commands import add_data_parser
 
-    parser = argparse.ArgumentParser(prog="ld", description="LatentDiffuser: plan with latent diffusion.")
-    parser.add_argument("--version", action="version", version=f"ld {__version__}")
+    parser = argparse.ArgumentParser(prog=PROG, description="LatentDiffuser: plan with latent diffusion.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{run,sweep,report,data,config}")
     sub.required = True
 
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_parser(sub)
 
-    from ld.distributed.cli import add_sweep_parser  # `ld sweep`: Ray is imported only when it runs
+    from ld.distributed.cli import add_sweep_parser  # `latentdiffuser sweep`: Ray is imported only when it runs
 
     add_sweep_parser(sub)
     from ld.report import add_report_parser
@@ -130,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     out: Path = args.out
     t0 = time.perf_counter()
-    print(f"ld run: dataset={cfg.dataset} modeling={cfg.modeling} L={cfg.latent_step} T={cfg.horizon} "
+    print(f"{PROG} run: dataset={cfg.dataset} modeling={cfg.modeling} L={cfg.latent_step} T={cfg.horizon} "
           f"K={cfg.diffusion_steps} beta={cfg.beta} w={cfg.guidance_scale} sampler={cfg.sampler.name}"
           f"({cfg.sampling_steps}) seed={cfg.seed} -> {out}", flush=True)
     res = run_trial(cfg, out / "artifacts", progress=not args.no_progress)
@@ -154,10 +156,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ConfigError, DataError, ArtifactError, StorageError) as e:
-        print(f"ld {args.command}: error: {e}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ld: interrupted", file=sys.stderr)
+        print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
 
 

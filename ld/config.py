@@ -141,12 +141,12 @@ class TrainConfig(_Strict):
     num_workers: int = Field(1, gt=0)
     use_gpu: Union[bool, Literal["auto"]] = Field(
         False, description="sweep trials as Ray Train worker groups with one GPU per worker: true, false, or 'auto' "
-        "= when the cluster has GPUs (the paper preset); `ld run` uses `device` instead")
+        "= when the cluster has GPUs (the paper preset); `latentdiffuser run` uses `device` instead")
     log_every: int = Field(200, gt=0)
     cpu_threads: Optional[int] = Field(
         None, ge=0, description="torch intra-op threads on CPU. null = what the process was given: "
         "$OMP_NUM_THREADS if set (Ray sets it to a trial's CPUs, so a sweep running one trial per core keeps 1), "
-        "else every core (a lone `ld run`: 1.5x faster on 2 cores than 1 thread); 0 = torch's default")
+        "else every core (a lone `latentdiffuser run`: 1.5x faster on 2 cores than 1 thread); 0 = torch's default")
 
 
 class Config(_Strict):

@@ -60,7 +60,7 @@ def register_robotics() -> None:
     import warnings
 
     # gymnasium-robotics prints a notice about its Adroit *Dense-v1 rewards to stderr on import; it concerns
-    # only those envs, so it is repeated where one of them is made (make_env), not on every `ld` command.
+    # only those envs, so it is repeated where one of them is made (make_env), not on every `latentdiffuser` command.
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         import gymnasium_robotics

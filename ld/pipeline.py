@@ -1,6 +1,6 @@
 """One trial, top to bottom: data -> vae -> prior -> support -> energy -> evaluate -> Parquet rows.
 
-This is plain Python with no Ray: `ld run` calls it directly, and the Ray Tune trainable (a later layer)
+This is plain Python with no Ray: `latentdiffuser run` calls it directly, and the Ray Tune trainable (a later layer)
 calls the same function inside a trial. Stages are looked up in the content-addressed artifact store
 first, so a second run -- or a sibling trial differing only in a downstream field -- reuses them.
 """
@@ -75,7 +75,7 @@ def stage_columns(records: list[StageRun], artifacts: dict[str, Artifact]) -> di
             value = metrics.get(name)
             cols[f"stage.{r.stage}.{name}"] = float("nan") if value is None else float(value)
         cols[f"stage.{r.stage}.key"] = r.key
-        cols[f"stage.{r.stage}.version"] = int(dag.by_name(r.stage).version)  # `ld report` flags older math
+        cols[f"stage.{r.stage}.version"] = int(dag.by_name(r.stage).version)  # `latentdiffuser report` flags older math
         cols[f"stage.{r.stage}.cached"] = r.reused
         cols[f"stage.{r.stage}.wall_s"] = float(r.wall_s)
         cols[f"stage.{r.stage}.train_s"] = float(
@@ -139,7 +139,7 @@ def run_trial(cfg: Config, store_root: str | Path, *, suite: str = "run", progre
               evaluate: bool = True) -> TrialResult:
     """Train (or reuse) every stage of `cfg`, evaluate the planner and its baselines, return episode rows.
 
-    This is the one orchestration of a trial: `ld run` calls it, and so does the Ray layer
+    This is the one orchestration of a trial: `latentdiffuser run` calls it, and so does the Ray layer
     (`ld.distributed.trial.execute_trial`, in a Tune trial or on every rank of a Ray Train worker group).
     `store` replaces the plain `ArtifactStore(store_root)` (the Ray layer passes one with checkpoint hooks
     and rank coordination), `device` the configured one (a worker's GPU), and `evaluate=False` stops after

@@ -4,7 +4,7 @@ A suite YAML (see `ablations/figure5.yaml`) looks like::
 
     name: figure5
     description: one factor at a time around the default (paper Figure 5)
-    base:                          # a Config layer, exactly like an `ld run` YAML
+    base:                          # a Config layer, exactly like a `latentdiffuser run` YAML
       dataset: builtin:halfcheetah-medium-expert
     scales:                        # chosen with --scale; each may name a preset, seeds and any Config layer
       smoke: {preset: smoke, seeds: [0], set: {eval: {episodes: 2}}, axes: {horizon: [6, 12]}}
@@ -21,7 +21,7 @@ A suite YAML (see `ablations/figure5.yaml`) looks like::
       samples: 16
       space: {guidance_scale: {uniform: [1.0, 2.0]}, beta: {loguniform: [0.3, 30.0]}}
 
-Expansion is a pure function, so the same trials come out of `ld sweep`, a test, or a notebook.
+Expansion is a pure function, so the same trials come out of `latentdiffuser sweep`, a test, or a notebook.
 `one_at_a_time` varies each axis alone with every other axis at the base value; the base point itself is
 one trial (axis "default") that every panel shares, so it is trained once. Axis values may be dicts for
 coupled changes (e.g. `{modeling: raw}` or `{energy.loss: emse}` under a `selection` axis).
@@ -223,7 +223,8 @@ class Suite(_SuiteModel):
     name: str = Field(description="names the results (results/<name>/) and the Tune experiment; default: the "
                       "file's stem")
     description: str = Field("", description="one paragraph: what the suite reproduces")
-    base: dict[str, Any] = Field(default_factory=dict, description="a Config layer, exactly like an `ld run` YAML")
+    base: dict[str, Any] = Field(default_factory=dict,
+                                 description="a Config layer, exactly like a `latentdiffuser run` YAML")
     scales: dict[ScaleKey, ScaleSpec] = Field(
         default_factory=dict, description="smoke | small | paper -> that scale's preset, seeds, set and axes")
     grid: GridSpec = Field(default_factory=GridSpec, description="the grid of trials")

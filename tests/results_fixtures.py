@@ -1,6 +1,6 @@
 """Synthetic suite results with the exact results schema: the suite's own trials (ld.suite), rows built by
-ld.results.episode_rows, the sweep columns `ld sweep` adds, one file per trial as `ld sweep` writes them.
-Scores are made up (deterministic) so that analysis tests run in seconds without training anything."""
+ld.results.episode_rows, the sweep columns `latentdiffuser sweep` adds, one file per trial as `latentdiffuser sweep`
+writes them. Scores are made up (deterministic) so that analysis tests run in seconds without training anything."""
 
 from __future__ import annotations
 

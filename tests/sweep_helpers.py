@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def make_maze_file(folder: Path) -> Path:
-    """`ld data make pointmaze-umaze --episodes 6` into `folder` (one torch thread)."""
+    """`latentdiffuser data make pointmaze-umaze --episodes 6` into `folder` (one torch thread)."""
     out = folder / "umaze.hdf5"
     p = subprocess.run([sys.executable, "-m", "ld.cli", "data", "make", "pointmaze-umaze", "--episodes", "6",
                         "--out", str(out)], capture_output=True, text=True, timeout=300,

@@ -1,5 +1,6 @@
-"""The paper's ablation suites end to end at smoke scale: `ld sweep` on a real local Ray, then `ld report`
-renders each figure from the sweep's own Parquet, and the figure's content is checked from its tidy CSV."""
+"""The paper's ablation suites end to end at smoke scale: `latentdiffuser sweep` on a real local Ray, then
+`latentdiffuser report` renders each figure from the sweep's own Parquet, and the figure's content is checked from
+its tidy CSV."""
 
 from __future__ import annotations
 

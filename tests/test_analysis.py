@@ -40,15 +40,15 @@ def test_bootstrap_ci_on_a_hand_made_case():
     assert stats.bootstrap_ci([0.0, 1.0], alpha=0.6) == (0.5, 0.5)
     assert stats.bootstrap_ci([0.0, np.nan, 1.0, np.inf]) == (0.0, 1.0)  # non-finite values dropped
     assert stats.bootstrap_ci([5, 5, 5]) == (5.0, 5.0)
-    assert stats.bootstrap_ci([42.0]) == (42.0, 42.0)  # one value: a zero-width interval (what `ld run` prints)
+    assert stats.bootstrap_ci([42.0]) == (42.0, 42.0)  # one value: zero-width (what `latentdiffuser run` prints)
     assert all(np.isnan(stats.bootstrap_ci([np.nan])))
-    # the draws `ld run` and the benchmarks have always made: rng.choice of (reps, n), seed 0, 2000 reps
+    # the draws `latentdiffuser run` and the benchmarks have always made: rng.choice of (reps, n), seed 0, 2000 reps
     x = np.array([3.0, 9.0, 4.0, 12.0, 7.0])
     means = np.random.default_rng(0).choice(x, size=(2000, len(x)), replace=True).mean(1)
     assert stats.bootstrap_ci(x) == (np.quantile(means, 0.025), np.quantile(means, 0.975))
     import ld.pipeline
 
-    assert not hasattr(ld.pipeline, "bootstrap_ci")  # one bootstrap: ld run and the benchmarks import this one
+    assert not hasattr(ld.pipeline, "bootstrap_ci")  # one bootstrap, for the CLI and the benchmarks
 
 
 def test_the_figures_mean_ci_is_bootstrap_ci(monkeypatch):

@@ -1,7 +1,7 @@
 """Ray's cluster launcher for real, exactly as the README tells a user to drive it:
 
-    ray up -y  ->  ray submit scripts/ray_sweep.py (figure 5, then --resume)  ->  ray exec "ld report figure5"
-    ->  ray job submit (the smoke suite)  ->  ray down -y
+    ray up -y  ->  ray submit scripts/ray_sweep.py (figure 5, then --resume)
+    ->  ray exec "latentdiffuser report figure5"  ->  ray job submit (the smoke suite)  ->  ray down -y
 
 The cluster is this machine as a one-node cluster of Ray's `local` provider, reached over SSH on 127.0.0.1:22
 (an sshd from Debian's openssh-server that this test starts, with a host key and a client key it makes). Its
@@ -279,9 +279,9 @@ def test_ray_up_submit_exec_job_down(sshd, tmp_path):
         p = sh(*args, "--resume", env=env, timeout=900)
         assert f"{n} ok ({n} already done)" in p.stdout, p.stdout[-3000:]
         assert len(pd.read_parquet(storage / "results" / "figure5")) == len(rows)
-        # ray exec of ld report on the head: the figure from the cluster's own Parquet
+        # ray exec of latentdiffuser report on the head: the figure from the cluster's own Parquet
         report = tmp_path / "report"
-        p = sh(RAY, "exec", cfg_path, f"ld report figure5 --results {storage} --out {report} --scale smoke",
+        p = sh(RAY, "exec", cfg_path, f"latentdiffuser report figure5 --results {storage} --out {report} --scale smoke",
                env=env, timeout=900)
         assert (report / "figure5.png").stat().st_size > 10_000 and (report / "index.html").is_file()
         assert "0 missing" in p.stdout, p.stdout[-3000:]
@@ -289,8 +289,8 @@ def test_ray_up_submit_exec_job_down(sshd, tmp_path):
         job_env = {**env, "RAY_AUTH_MODE": "token"}
         for _ in range(12):  # the job agent takes jobs a little after the dashboard answers
             p = sh(RAY, "job", "submit", "--address", f"http://127.0.0.1:{ports['dash']}", "--working-dir", ROOT,
-                   "--", "ld", "sweep", "sweeps/smoke.yaml", "--storage", storage, "--set", f"dataset={maze}",
-                   env=job_env, timeout=900, check=False)
+                   "--", "latentdiffuser", "sweep", "sweeps/smoke.yaml", "--storage", storage,
+                   "--set", f"dataset={maze}", env=job_env, timeout=900, check=False)
             if p.returncode == 0 or "No available agent to submit job" not in p.stdout + p.stderr:
                 break
             time.sleep(5)

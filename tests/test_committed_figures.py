@@ -1,5 +1,5 @@
 """The figures committed under analysis/figures/ regenerate, number for number, from the Parquet committed
-next to them: what a reader of the README gets when they run `ld report` on our results."""
+next to them: what a reader of the README gets when they run `latentdiffuser report` on our results."""
 
 from __future__ import annotations
 

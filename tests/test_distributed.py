@@ -140,8 +140,9 @@ def test_smoke_grid_sweep_rows_and_shared_stages(ray_local, maze_file, tmp_path,
                   loggers=["mlflow", "wandb"])
     assert (s.trials, s.ok, s.failed) == (4, 4, 0), s.render()
     # live progress, one line per trial start and end, ending with all four done
-    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[ld sweep]")]
-    assert len(lines) == 8 and lines[-1].startswith("[ld sweep] 4/4 done, 0 running, 0 failed, 0 pending"), lines
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[latentdiffuser sweep]")]
+    assert len(lines) == 8, lines
+    assert lines[-1].startswith("[latentdiffuser sweep] 4/4 done, 0 running, 0 failed, 0 pending"), lines
     # Tune's own table shows the knobs, not an index
     tune_df = ExperimentAnalysis(str(storage / "tune" / "smoke")).dataframe()
     assert sorted(zip(tune_df["config/beta"], tune_df["config/energy_loss"])) == [

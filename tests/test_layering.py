@@ -21,7 +21,7 @@ LAYERS = {
     "ld.stages": 2,
     "ld.planning": 3, "ld.evaluation": 3,
     "ld.pipeline": 4, "ld.suite": 4,
-    "ld.distributed": 5, "ld.analysis": 5, "ld.report": 6, "ld.cli": 7,
+    "ld.distributed": 5, "ld.analysis": 5, "ld.report": 6, "ld.cli": 7, "ld.__main__": 7,
 }
 
 

@@ -1,7 +1,7 @@
 """`--storage s3://...` against a real S3 server (SeaweedFS on 127.0.0.1, tests/seaweed.py), not a mock of the
 client: the store's publish-manifest-last and lease rules, the smoke sweep on a 2-node `ray.cluster_utils.Cluster`
 whose nodes share nothing but the bucket (each node's artifact cache is its own; no local storage root exists),
-a SIGKILLed trial worker, `--resume`, `ld report` reading the bucket, and the storage errors.
+a SIGKILLed trial worker, `--resume`, `latentdiffuser report` reading the bucket, and the storage errors.
 
 (Both raylets run on this machine, so they could share a disk; the test makes sure ld does not rely on one: the
 storage root is only the bucket, and every artifact a node reads comes through its own cache.)"""

@@ -1,4 +1,4 @@
-"""`ld report` end to end on suite-shaped results: the notebooks run headless, the figures' content is
+"""`latentdiffuser report` end to end on suite-shaped results: the notebooks run headless, the figures' content is
 checked from the tidy CSV, missing trials and failures are listed, bad results are one error (exit 2)."""
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def test_empty_or_wrong_schema_results_are_one_error_and_write_nothing(tmp_path,
         p = ld_report_inproc(capsys, "figure5", "--results", tmp_path / name, "--out", out)
         assert p.returncode == 2, p.stdout + p.stderr
         lines = p.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("ld report: error:") and "Traceback" not in p.stderr
+        assert len(lines) == 1 and lines[0].startswith("latentdiffuser report: error:") and "Traceback" not in p.stderr
         assert ("no rows" in lines[0]) if name == "empty" else ("missing columns" in lines[0])
         assert not out.exists() and not list(tmp_path.glob(".out_*"))
     p = ld_report_inproc(capsys, "figure5", "--results", tmp_path / "nowhere", "--out", tmp_path / "o")
@@ -203,8 +203,8 @@ def test_empty_or_wrong_schema_results_are_one_error_and_write_nothing(tmp_path,
 
 
 def test_failures_are_the_failed_status_rows_the_sink_writes(tmp_path):
-    """`_status/trial=*.parquet`, one row per trial as `ld sweep` writes them: only `failed` rows are listed,
-    with the last line of the error; other files in the folder are not status rows."""
+    """`_status/trial=*.parquet`, one row per trial as `latentdiffuser sweep` writes them: only `failed` rows are
+    listed, with the last line of the error; other files in the folder are not status rows."""
     from ld.analysis import load_status
     from ld.distributed import sink
     from ld.report import failed_trials

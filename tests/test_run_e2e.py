@@ -1,4 +1,4 @@
-"""`ld run` end to end at smoke size, CleanRL-style: the real CLI on real (tiny) data in a real env."""
+"""`latentdiffuser run` end to end at smoke size, CleanRL-style: the real CLI on real (tiny) data in a real env."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_run_writes_the_promised_parquet(first_run):
     assert df["ref_max_score"].iloc[0] > 0
     # the energy's health is in every row and in the printed table
     assert df["stage.energy.target_ess_mean"].between(0.25, 1.0).all()
-    # each stage's version, so that `ld report` can tell a figure of older math (ld.report.stale_stages)
+    # each stage's version, so that `latentdiffuser report` can tell a figure of older math (ld.report.stale_stages)
     for stage in ("vae", "prior", "support", "energy", "bc"):
         assert (df[f"stage.{stage}.version"] == dag.by_name(stage).version).all(), stage
     assert "energy target ESS" in p.stdout and "behavior data" in p.stdout and "capped at 40" in p.stdout

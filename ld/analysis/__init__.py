@@ -1,7 +1,7 @@
 """The paper's figures from the results Parquet alone, so that anyone holding the results can check every bar
-and every claim made from it (`ld report` runs the notebooks under analysis/, which use this package).
+and every claim made from it (`latentdiffuser report` runs the notebooks under analysis/, which use this package).
 
-    io          where results and `ld sweep`'s status rows live, and ResultsError for every way that fails
+    io          where results and `latentdiffuser sweep`'s status rows live, and ResultsError for every way that fails
     stats       the bootstrap CI, IQM and stratified bootstrap every reported number uses (pure numpy)
     rows        which rows are the method, one score per run, a row's Figure 3 selection and task family
     tables      one row per plotted bar (Figure 5, Figure 3 per family and per task), the tidy CSV

@@ -75,7 +75,8 @@ def figure5_findings(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.D
     slightly worse; K insensitive), each as setting - default over paired seeds."""
     rows = method_rows(df)
     if rows.empty or SWEEP_AXIS not in rows.columns:
-        raise ResultsError("Figure 5 findings need the method's rows with the sweep columns `ld sweep` writes")
+        raise ResultsError("Figure 5 findings need the method's rows with the sweep columns "
+                           "`latentdiffuser sweep` writes")
     runs = per_seed(rows, [SWEEP_AXIS, SWEEP_VALUE])
     runs[SWEEP_VALUE] = runs[SWEEP_VALUE].astype(str)
     default = runs[runs[SWEEP_AXIS] == "default"].set_index("seed")["score"]

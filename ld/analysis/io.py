@@ -1,8 +1,8 @@
 """Reading a results set for the figures: the one place that knows where results live (a sweep storage root,
-a `results/<suite>/` folder, an `ld run --out` folder, one Parquet file; local or any pyarrow filesystem
+a `results/<suite>/` folder, a `latentdiffuser run --out` folder, one Parquet file; local or any pyarrow filesystem
 URI) and that turns every way of getting it wrong into one ResultsError the user can act on.
 
-The status rows `ld sweep` writes next to the results (`ld.distributed.sink`: one Parquet row per trial in
+The status rows `latentdiffuser sweep` writes next to the results (`ld.distributed.sink`: one Parquet row per trial in
 `<results folder>/_status/trial=*.parquet`) are read here too, from the same folder, so a report lists the
 failures of exactly the results it plots.
 """
@@ -41,7 +41,7 @@ def _fs_and_path(uri: str | Path):
 
 def find_parquet_files(uri: str | Path, suite: Optional[str] = None) -> list[str]:
     """Parquet files of a results set. `uri` may be a sweep storage root (its `results/<suite>/` is used),
-    a `results/<suite>/` folder, an `ld run --out` folder (its `results/`), or one Parquet file."""
+    a `results/<suite>/` folder, a `latentdiffuser run --out` folder (its `results/`), or one Parquet file."""
     import pyarrow.fs as pafs
 
     fs, path = _fs_and_path(uri)
@@ -112,7 +112,7 @@ def load_results(uri: str | Path, suite: Optional[str] = None) -> pd.DataFrame:
 def load_status(uri: str | Path, suite: Optional[str] = None) -> pd.DataFrame:
     """The status rows of the trials whose results are under `uri` (columns as `ld.distributed.sink`
     writes them: suite, trial_id, seed, status ok | failed, error, ...), in file-name order. Status is an
-    extra: results without a `_status/` folder (`ld run --out`, a copy of the results alone) give an empty
+    extra: results without a `_status/` folder (`latentdiffuser run --out`, a copy of the results alone) give an empty
     frame, and a status file that cannot be read is left out rather than failing the figure."""
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq

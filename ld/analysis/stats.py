@@ -1,4 +1,4 @@
-"""The statistics behind every number the project reports, in one place so that `ld run`'s printout, the
+"""The statistics behind every number the project reports, in one place so that `latentdiffuser run`'s printout, the
 benchmarks' JSON and the figures agree to the digit for the same scores.
 
 Statistics follow Agarwal et al. (2021, `rliable`): a setting's score on one task is the mean over seeds of
@@ -6,7 +6,7 @@ the per-seed mean over evaluation episodes, with a 95% percentile bootstrap CI o
 several tasks is summarized by the interquartile mean (IQM, the 25%-trimmed mean) of the runs x tasks score
 matrix, with a stratified bootstrap CI (runs resampled with replacement within each task).
 
-Pure numpy: `ld run` (ld.pipeline) and the benchmarks print these numbers too, so nothing heavier may be
+Pure numpy: `latentdiffuser run` (ld.pipeline) and the benchmarks print these numbers too, so nothing heavier may be
 imported here. rliable itself is not a dependency: it installs, but its pin of arch < 8 does not import beside
 pandas 3 (arch 7.2: `deprecate_kwarg() missing ... 'new_arg_name'`); tests/test_analysis.py checks these
 functions against rliable's recorded answers on a small case.

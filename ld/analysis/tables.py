@@ -39,7 +39,8 @@ def figure5_table(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.Data
     """One row per bar: for each axis panel (L, H, beta, K, in that order, then any other axis), the
     axis's own trials plus the shared default point (`is_default`), sorted by value."""
     if SWEEP_AXIS not in df.columns:
-        raise ResultsError(f"Figure 5 needs the sweep columns ({SWEEP_AXIS}, {SWEEP_VALUE}) that `ld sweep` writes")
+        raise ResultsError(f"Figure 5 needs the sweep columns ({SWEEP_AXIS}, {SWEEP_VALUE}) that "
+                           "`latentdiffuser sweep` writes")
     rows = method_rows(df)
     if rows.empty:
         raise ResultsError("no rows of the method (variant latentdiffuser, or the beta = 0 trial) in the results")

@@ -1,13 +1,13 @@
-"""`ld data ...` subcommands.
+"""`latentdiffuser data ...` subcommands.
 
-    ld data make NAME [--out PATH] [--episodes N] [--seed S] [--data-dir DIR]
+    latentdiffuser data make NAME [--out PATH] [--episodes N] [--seed S] [--data-dir DIR]
         generate a built-in dataset: to PATH (ld.data.builtin.make), or without --out into the cache
         (ld.data.builtin.ensure, the file `builtin:NAME` loads)
-    ld data info SOURCE [--json] [--data-dir DIR]
+    latentdiffuser data info SOURCE [--json] [--data-dir DIR]
         episodes, transitions, dims, return and length statistics, reference scores, env id, fingerprint
 
 Wiring (ld/cli.py): `add_data_parser(subparsers)` registers `data` and sets `func=run_data`; call
-`args.func(args)` and exit with its return code. A `DataError` prints `ld data: error: <message>` on
+`args.func(args)` and exit with its return code. A `DataError` prints `latentdiffuser data: error: <message>` on
 stderr and returns 2.
 """
 
@@ -47,7 +47,7 @@ def add_data_parser(subparsers: "argparse._SubParsersAction") -> argparse.Argume
 
 
 def dataset_summary(ds: EpisodeDataset) -> dict[str, Any]:
-    """The `ld data info` numbers as a JSON-serializable dict."""
+    """The `latentdiffuser data info` numbers as a JSON-serializable dict."""
     rets = ds.returns()
     lens = np.array([len(e) for e in ds.episodes])
     info = ds.info
@@ -128,7 +128,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def run_data(args: argparse.Namespace) -> int:
-    """Handler for `ld data ...`; returns the exit code (0 ok, 2 DataError)."""
+    """Handler for `latentdiffuser data ...`; returns the exit code (0 ok, 2 DataError)."""
     try:
         if args.data_command == "make":
             return _make(args)
@@ -136,13 +136,13 @@ def run_data(args: argparse.Namespace) -> int:
             return _info(args)
         raise DataError(f"unknown data command {args.data_command!r}; use make or info")
     except DataError as e:
-        print(f"ld data: error: {e}", file=sys.stderr)
+        print(f"latentdiffuser data: error: {e}", file=sys.stderr)
         return 2
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Standalone entry (`python -m ld.data.commands info ...`), same as `ld data ...`."""
-    parser = argparse.ArgumentParser(prog="ld")
+    """Standalone entry (`python -m ld.data.commands info ...`), same as `latentdiffuser data ...`."""
+    parser = argparse.ArgumentParser(prog="latentdiffuser")
     add_data_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)

@@ -1,6 +1,6 @@
 """Ray layer: Tune sweeps of trials, Ray Train worker groups for training stages, shared artifact store, Parquet sink.
 
-Nothing here is needed by `ld run`; Ray is imported only when a sweep runs.
+Nothing here is needed by `latentdiffuser run`; Ray is imported only when a sweep runs.
 
     from ld.distributed import run_sweep, read_results, read_status
     summary = run_sweep("sweeps/smoke.yaml", storage="runs/sweeps", scale="smoke")

@@ -1,4 +1,4 @@
-"""The `ld sweep` subcommand (the parser imports nothing heavy; Ray is imported when the command runs)."""
+"""The `latentdiffuser sweep` subcommand (the parser imports nothing heavy; Ray is imported when the command runs)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from ld.distributed.paths import DEFAULT_STORAGE
 
 
-def add_sweep_parser(sub) -> None:
+def add_sweep_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run a suite (grid or Optuna search) as Ray Tune trials -> Parquet")
     p.add_argument("suite", type=Path, help="suite YAML (ablations/*.yaml, sweeps/*.yaml)")
     p.add_argument("--storage", default=DEFAULT_STORAGE,
@@ -24,7 +24,7 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of every trial, e.g. --set dataset=maze.hdf5 (repeatable)")
     p.add_argument("--num-cpus", type=int, default=None,
-                   help="CPUs of the local Ray instance ld sweep starts (default: all); "
+                   help="CPUs of the local Ray instance latentdiffuser sweep starts (default: all); "
                         "an error with a running cluster")
     p.add_argument("--address", default=None,
                    help="Ray cluster address (default: the job's cluster under ray job submit, else a Ray already "
@@ -37,6 +37,7 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=200, help="mid-stage checkpoint interval (steps)")
     p.add_argument("--inject-kill", default=None, help=argparse.SUPPRESS)  # tests: "stage:step[:rank]"
     p.set_defaults(func=cmd_sweep)
+    return p
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

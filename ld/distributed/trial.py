@@ -1,10 +1,10 @@
 """One sweep trial (one config x one seed) as plain phases, shared by the in-process path and Ray Train workers.
 
-`execute_trial(task, ...)` calls `ld.pipeline.run_trial` -- the same function as `ld run` -- with the sweep's
-bookkeeping around it: a `SweepStore` (mid-stage checkpoints, rank coordination), the sweep columns, the
-trial's Parquet file and a run summary (stage runs trained / reused, time inside training loops, evaluation
-time) that the Tune trial turns into its status row and metrics. On a worker group every rank runs the
-training phases; rank 0 alone evaluates and writes.
+`execute_trial(task, ...)` calls `ld.pipeline.run_trial` -- the same function as `latentdiffuser run` -- with the
+sweep's bookkeeping around it: a `SweepStore` (mid-stage checkpoints, rank coordination), the sweep columns, the
+trial's Parquet file and a run summary (stage runs trained / reused, time inside training loops, evaluation time)
+that the Tune trial turns into its status row and metrics. On a worker group every rank runs the training phases;
+rank 0 alone evaluates and writes.
 """
 
 from __future__ import annotations

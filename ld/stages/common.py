@@ -30,7 +30,7 @@ class StageRun:
     """One stage of one trial as this process saw it: which artifact, trained here or reused, how long.
 
     The pipeline creates it; a `SweepStore` adds the time inside training loops and the steps a crashed
-    build resumed from. It is what `ld run` prints, what the rows' `stage.<name>.*` columns hold and what a
+    build resumed from. It is what `latentdiffuser run` prints, what the rows' `stage.<name>.*` columns hold and what a
     sweep trial's run summary lists."""
 
     stage: str

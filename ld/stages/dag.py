@@ -9,11 +9,11 @@
 
 (`python -m ld.stages.dag` prints the full declaration; `docs/stages.md` is that output, checked by a test.)
 
-Everything that needs the DAG reads the objects below: `ld.pipeline` walks `plan(cfg)`, the artifact key is
-computed from each `Stage`'s own `reads`, `version` and upstream, the Ray layer asks `Stage.trains` (a stage
-that only samples runs on one rank), `ld run` prints the plan. A modeling selection swaps whole stage objects
-(`SELECTIONS`); beta = 0 drops the support and energy stages (`Config.guided`); `eval.bc_baseline` adds BC.
-The math of each stage is in its own module (`ld.stages.vae`, `.prior`, `.support`, `.energy`, `.bc`).
+Everything that needs the DAG reads the objects below: `ld.pipeline` walks `plan(cfg)`, the artifact key is computed
+from each `Stage`'s own `reads`, `version` and upstream, the Ray layer asks `Stage.trains` (a stage that only
+samples runs on one rank), `latentdiffuser run` prints the plan. A modeling selection swaps whole stage objects
+(`SELECTIONS`); beta = 0 drops the support and energy stages (`Config.guided`); `eval.bc_baseline` adds BC. The math
+of each stage is in its own module (`ld.stages.vae`, `.prior`, `.support`, `.energy`, `.bc`).
 
 Stale reuse is made impossible two ways, both enforced by `tests/test_stage_dag.py`: every config field a
 stage's `produce` reads must be in its `reads` (or an upstream's; the test records the reads of a real run),
