@@ -1,7 +1,7 @@
-"""`ld sweep`: a suite file -> Ray Tune trials (grid, or Optuna search) -> one Parquet file per trial.
+"""`latentdiffuser sweep`: a suite file -> Ray Tune trials (grid, or Optuna search) -> one Parquet file per trial.
 
 One Tune trial = one config x one seed (`ld.suite.Trial`). Its function trainable (`sweep_trial`) walks the
-stage DAG with the same stage functions as `ld run`, against the content-addressed artifact store shared by
+stage DAG with the same stage functions as `latentdiffuser run`, against the content-addressed artifact store shared by
 every trial (`<storage>/artifacts`): a stage that exists is reused, and two trials that need the same
 missing stage serialize on that key's fcntl lock, so it is trained once. With `train.num_workers > 1` or
 `train.use_gpu` the trial fits a Ray Train `TorchTrainer` (one worker group for all its stages); otherwise
@@ -11,12 +11,13 @@ The storage root (`--storage`: a path every node sees -- local disk, NFS, EFS --
 s3:// or gs://, where leases from a Ray actor replace the lock: `ld.distributed.leases`) is laid out by
 `ld.distributed.paths.StorageLayout`: artifacts/, results/<suite>/ (episode rows, _status/, _runs/, _best.json),
 tune/<suite>/ (Tune's experiment state), train/ (Ray Train checkpoints), mlruns/.
+
+Joining or starting Ray is `ld.distributed.connect`; the `--logger` callbacks are `ld.distributed.loggers`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ld.distributed import sink
+from ld.distributed.connect import init_ray
+from ld.distributed.loggers import logger_callbacks
 from ld.distributed.paths import DEFAULT_STORAGE, StorageLayout
 from ld.distributed.trial import TrialSummary, TrialTask
 from ld.storage import canonical, check_root
@@ -120,8 +123,8 @@ class SweepProgress:
         finished = done + failed
         eta = (f"~{_hms(elapsed / finished * (self.total - finished))} left" if 0 < finished < self.total
                else "estimate after the first trial" if finished == 0 else "finished")
-        return (f"[ld sweep] {done}/{self.total} done, {running} running, {failed} failed, {pending} pending; "
-                f"{_hms(elapsed)} elapsed, {eta}")
+        return (f"[latentdiffuser sweep] {done}/{self.total} done, {running} running, {failed} failed, "
+                f"{pending} pending; {_hms(elapsed)} elapsed, {eta}")
 
     def callback(self):
         from ray import tune
@@ -268,132 +271,6 @@ def _search_space(search: SearchSpec) -> dict[str, Any]:
             for name, dom in search.space.items()}
 
 
-def running_local_cluster() -> Optional[str]:
-    """The address of a Ray cluster already running on this machine (`ray start --head`, a head node of
-    `ray up`), found the way `ray.init()` finds it: the last `ray start` recorded in Ray's temp dir, if its
-    GCS process is alive. None when there is none (ld sweep then starts its own). (RAY_ADDRESS is read by the
-    caller first.)"""
-    from ray._private import services
-
-    try:
-        addr = services.canonicalize_bootstrap_address(None)
-        alive = services.find_gcs_addresses()
-    except Exception:  # a private API of Ray: if it moves, behave as before (start a local instance)
-        return None
-    return addr if addr and alive else None
-
-
-def _connect_error(where: str, e: Exception):
-    from ld.config import ConfigError
-
-    auth = os.environ.get("RAY_AUTH_MODE", "")
-    return ConfigError(
-        f"cannot connect to the Ray cluster at {where} ({e}). Check the address with `ray status` on the "
-        "head; a cluster started by `ray start` enables token auth, so the client needs RAY_AUTH_MODE=token"
-        + (f" (it is {auth!r} here)" if auth else " (unset here)")
-        + " and, off the head node, RAY_AUTH_TOKEN_PATH set to a copy of the head's ~/.ray/auth_token "
-        "(or start the cluster with RAY_AUTH_MODE=disabled); without --address ld sweep starts a local "
-        "instance of its own")
-
-
-def _init_ray(address: Optional[str], num_cpus: Optional[int]) -> bool:
-    """Connect to Ray; True if this call connected (and so should disconnect: `ray.shutdown()` stops only
-    an instance this call started, and leaves a joined cluster running).
-
-    With --address, inside `ray job submit`, or when a cluster is already running on this machine, ld sweep
-    joins it and uses that cluster's resources (a running cluster's CPUs cannot be set from a client, so
-    --num-cpus there is an error, not silently ignored). Otherwise it starts a local instance of its own."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")}
-    env.update({k: v for k, v in os.environ.items() if k in ("LD_LEASE_TTL_S", "LD_OBJECT_CACHE")})
-    join = address or os.environ.get("RAY_ADDRESS") or (
-        "auto" if os.environ.get("RAY_JOB_ID") else running_local_cluster())
-    if join:
-        if num_cpus is not None:
-            from ld.config import ConfigError
-
-            raise ConfigError(
-                f"--num-cpus {num_cpus} cannot apply to the running Ray cluster at {join}: a cluster's CPUs are set "
-                "when it starts (`ray start --num-cpus N`). Drop --num-cpus to use that cluster's CPUs, or stop it "
-                "(`ray stop`) to let ld sweep start a local instance of that size.")
-        try:
-            ray.init(address=join, runtime_env={"env_vars": env}, log_to_driver=False)
-        except ConnectionError as e:
-            raise _connect_error(join, e) from None
-        print(f"ld sweep: joined the running Ray cluster at {ray.get_runtime_context().gcs_address} "
-              f"({_resources()})", flush=True)
-        return True
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-             runtime_env={"env_vars": env}, log_to_driver=False)
-    print(f"ld sweep: started a local Ray instance ({_resources()})", flush=True)
-    return True
-
-
-def logger_callbacks(names: list[str], suite: str, storage: str) -> list[Any]:
-    """Ray's own logger callbacks for `--logger` (MLflow, W&B): each Tune trial becomes a run whose params are
-    the trial's knobs (the grid's top-level params) and whose metrics are every result it reports (loss curves,
-    then the scores). W&B logs online when it has an API key (WANDB_API_KEY or `wandb login`), else offline
-    into `<storage>/wandb` (`wandb sync` uploads it later); WANDB_MODE, WANDB_PROJECT and WANDB_DIR override."""
-    from ld.config import ConfigError
-
-    out = []
-    for name in dict.fromkeys(names):
-        try:
-            if name == "mlflow":
-                import mlflow  # noqa: F401
-                from ray.air.integrations.mlflow import MLflowLoggerCallback
-
-                uri = os.environ.get("MLFLOW_TRACKING_URI")
-                if not uri and StorageLayout.of(storage).remote:
-                    raise ConfigError(f"--logger mlflow with --storage {storage}: MLflow's file store cannot live "
-                                      "in an object store; set MLFLOW_TRACKING_URI (a tracking server, or a local "
-                                      "file:// folder)")
-                if not uri:  # a file store next to the results (MLflow 3 asks to opt in to file stores)
-                    uri = StorageLayout.of(storage).mlruns.as_uri()
-                    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-                out.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=suite))
-            elif name == "wandb":
-                import wandb  # noqa: F401
-                from ray.air.integrations.wandb import WandbLoggerCallback
-
-                out.append(WandbLoggerCallback(project=os.environ.get("WANDB_PROJECT", "ld"), group=suite,
-                                               **wandb_settings(storage)))
-            else:
-                raise ConfigError(f"--logger {name!r}: allowed are mlflow, wandb")
-        except ImportError as e:
-            raise ConfigError(f"--logger {name} needs the {name} package ({e}); install it with "
-                              f"`pip install 'ld[loggers]'` (or `pip install {name}`)") from None
-    return out
-
-
-def wandb_settings(storage: str) -> dict[str, str]:
-    """`mode` and `dir` for wandb.init in Ray's logging actors (they do not see this process's environment)."""
-    layout = StorageLayout.of(storage)
-    where = os.environ.get("WANDB_DIR") or ("" if layout.remote else str(layout.root / "wandb"))
-    mode = os.environ.get("WANDB_MODE")
-    if not mode:
-        netrc = Path(os.environ.get("NETRC", "~/.netrc")).expanduser()
-        logged_in = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
-        mode = "online" if logged_in else "offline"
-        if not logged_in:
-            print(f"ld sweep: W&B has no API key here: logging offline to {where or 'the current folder'} "
-                  "(`wandb sync` uploads it)", flush=True)
-    if where:
-        Path(where).mkdir(parents=True, exist_ok=True)
-        return {"mode": mode, "dir": where}
-    return {"mode": mode}
-
-
-def _resources() -> str:
-    import ray
-
-    total = ray.cluster_resources()
-    return f"{int(total.get('CPU', 0))} CPUs, {int(total.get('GPU', 0))} GPUs, {len(ray.nodes())} nodes"
-
-
 def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, scale: str = "smoke",
               sets: Optional[list[str]] = None, resume: bool = False, max_concurrent: Optional[int] = None,
               num_cpus: Optional[int] = None, address: Optional[str] = None, max_failures: int = 3,
@@ -415,7 +292,7 @@ def run_sweep(suite_path: str | Path, *, storage: str | Path = DEFAULT_STORAGE, 
     callbacks = logger_callbacks(loggers or [], suite.name, storage)  # a missing package fails before Ray starts
     t0 = time.perf_counter()
     before = _manifests(layout)
-    started = _init_ray(address, num_cpus)
+    started = init_ray(address, num_cpus)
     try:
         import ray
 
