@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from ld.data.builtin import BUILTIN_NAMES, DEFAULT_EPISODES, GENERATOR_VERSION, ensure, make, maze, td3
+from ld.data.builtin import BUILTIN_NAMES, DEFAULT_EPISODES, GENERATOR_VERSION, ensure, make, maze
 from ld.data.hdf5 import read_d4rl_hdf5
 from ld.data.types import DataError
 from ld.envs import make_env
@@ -94,33 +95,54 @@ def test_waypoint_controller_reaches_fixed_goal():
 
 
 def test_locomotion_tiny_generation(tmp_path, monkeypatch):
+    """Every kind on a terminating env (Hopper) and a non-terminating one (HalfCheetah), from policies trained
+    (fast) and shipped by the real code, on D4RL's score scale."""
     monkeypatch.setenv("LD_BUILTIN_FAST", "1")
-    lens = {}
-    for name in ("halfcheetah-medium", "halfcheetah-medium-expert", "halfcheetah-medium-replay"):
-        p = make(name, tmp_path / f"{name}.hdf5", episodes=2, seed=0, progress=False, max_episode_steps=40)
-        ds = read_d4rl_hdf5(p)
-        info = ds.info
-        assert info.env_id == "HalfCheetah-v5" and info.generator_version == GENERATOR_VERSION
-        assert info.max_episode_steps == 40
-        assert info.ref_max_score > info.ref_min_score
-        assert info.extra["policy_fast"] is True
-        scores = info.extra["behavior_policy_normalized_scores"]
-        assert scores["expert"] == pytest.approx(100.0) and scores["random"] == 0.0
-        assert ds.obs_dim == 17 and ds.act_dim == 6
-        assert len(ds.episodes) == 2 and all(not e.terminal for e in ds.episodes)
-        lens[name] = [len(e) for e in ds.episodes]
-        np.testing.assert_allclose(ds.returns().mean(), info.extra["dataset_mean_return"], rtol=1e-4)
-    assert lens["halfcheetah-medium"] == [40, 40] and lens["halfcheetah-medium-expert"] == [40, 40]
-    # trained once, cached, loadable with weights_only
-    pols = list((tmp_path / "policies").glob("halfcheetah-td3-s0-fast.pt"))
-    assert len(pols) == 1
-    pol = torch.load(pols[0], weights_only=True)
-    assert 0 < pol["medium_step"] <= pol["config"]["total_steps"]
-    assert pol["replay"]["observations"].shape[0] == pol["medium_step"]
-    # the cached actor runs in numpy with bounded actions
-    actor = td3.NumpyActor(pol["medium"])
-    a = actor(np.zeros(17))
-    assert a.shape == (6,) and np.all(np.abs(a) <= 1)
+    for env, od, ad, lo, hi in (("hopper", 11, 3, -20.272305, 3234.3), ("halfcheetah", 17, 6, -280.178953, 12135.0)):
+        for kind in ("medium", "medium-replay", "medium-expert", "expert"):
+            name = f"{env}-{kind}"
+            p = make(name, tmp_path / f"{name}.hdf5", episodes=2, seed=0, progress=False, max_episode_steps=40)
+            ds = read_d4rl_hdf5(p)
+            info = ds.info
+            assert info.env_id == {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5"}[env]
+            assert info.generator_version == GENERATOR_VERSION and info.max_episode_steps == 40
+            # D4RL's 1000-step references, prorated to the 40-step episodes
+            assert info.ref_min_score == pytest.approx(lo * 40 / 1000)
+            assert info.ref_max_score == pytest.approx(hi * 40 / 1000)
+            assert info.extra["policy_fast"] is True and "prorated" in info.extra["reference_scores"]
+            assert set(info.extra["policy_returns"]) == {"random", "medium", "medium_noise0.1", "expert",
+                                                         "expert_noise0.1"}
+            assert ds.obs_dim == od and ds.act_dim == ad
+            assert len(ds.episodes) <= 2 and all(len(e) <= 40 for e in ds.episodes)
+            np.testing.assert_allclose(ds.returns().mean(), info.extra["dataset_mean_return"], rtol=1e-4)
+            if env == "halfcheetah":  # never terminates: every episode is a time-out
+                assert not any(e.terminal for e in ds.episodes)
+            # a fallen hopper's episode ends before the limit as a terminal, not as a time-out
+            for e in ds.episodes:
+                assert e.terminal == (len(e) < 40) or kind == "medium-replay"
+    pols = sorted(q.name for q in (tmp_path / "policies").glob("*-td3-s0-fast.pt"))
+    assert pols == ["halfcheetah-td3-s0-fast.pt", "hopper-td3-s0-fast.pt"]  # trained once per env, cached
+    pol = torch.load(tmp_path / "policies" / pols[0], weights_only=True)
+    assert 0 < pol["medium_step"] <= pol["expert_step"] <= pol["trained_steps"]
+    assert all(int(s) < pol["medium_step"] for s in pol["replay_snapshots"])
+
+
+def test_hopper_terminals_are_episode_ends(tmp_path, monkeypatch):
+    """Falls end episodes in the data as terminals (rows and windows see a finished episode, not a capped one)."""
+    monkeypatch.setenv("LD_BUILTIN_FAST", "1")
+    ds = read_d4rl_hdf5(make("hopper-medium", tmp_path / "h.hdf5", episodes=3, progress=False))
+    assert ds.info.max_episode_steps == 1000
+    assert all(e.terminal and len(e) < 1000 for e in ds.episodes)  # a barely trained hopper falls
+
+
+def test_unshipped_policies_are_a_clear_error(tmp_path, monkeypatch):
+    from ld.data.builtin import behavior
+
+    monkeypatch.setattr(behavior, "SHIPPED", tmp_path / "none")
+    monkeypatch.delenv("LD_BUILTIN_FAST", raising=False)
+    with pytest.raises(DataError, match=r"no behavior policies for walker2d seed 0.*train_behavior.py walker2d"):
+        make("walker2d-medium", tmp_path / "w.hdf5", progress=False)
+    assert not (tmp_path / "w.hdf5").exists()
 
 
 def test_ensure_caches(tmp_path):
@@ -139,23 +161,46 @@ def test_maze_generation_is_deterministic(tmp_path):
     np.testing.assert_array_equal(a.episodes[0].actions, b.episodes[0].actions)
 
 
-def test_select_snapshots_confirms_noisy_curve():
-    # curve (1 episode each) vs true returns: index 3 dipped by chance, index 5 is the real best
-    curve = np.array([0.0, 100.0, 400.0, 150.0, 900.0, 950.0, 1000.0])
-    true = {0: 0.0, 1: 100.0, 2: 380.0, 3: 800.0, 4: 900.0, 5: 1000.0, 6: 700.0}
-    expert, medium, sel = td3.select_snapshots(curve, 0.0, lambda i: true[i])
-    assert expert == 5
-    assert medium == 2  # closest to 0.4 * 1000 among pre-expert snapshots in the band; not the dip at 3
-    assert sel["target_medium_return"] == pytest.approx(400.0)
 
 
-def test_shipped_behavior_policies_are_used_instead_of_training(tmp_path, monkeypatch):
-    """TD3 on a CPU differs across machines, so ld ships seed 0's policies: ensure_policies must load them
-    (never train) and they must hold what the locomotion recipes roll out."""
-    from ld.data.builtin import td3
+def test_a_generation_that_misses_its_committed_fingerprint_writes_nothing(tmp_path, monkeypatch):
+    """A machine that would build other bytes than the README's install says so, names the simulator stack it
+    has, and leaves no file; the escape hatch writes the data anyway."""
+    import json
 
-    assert td3.shipped_policy(0, fast=False) is not None
-    monkeypatch.setattr(td3, "train_td3", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
-    pol = td3.ensure_policies(tmp_path, 0, fast=False, progress=False)
-    assert {"expert", "medium", "medium_step", "config"} <= set(pol)
-    assert not list(tmp_path.iterdir())  # nothing trained, nothing cached
+    from ld.data import builtin
+
+    table = tmp_path / "fingerprints.json"
+    monkeypatch.setattr(builtin, "FINGERPRINTS_FILE", table)
+    table.write_text(json.dumps({"generator_version": GENERATOR_VERSION,
+                                 "datasets": {"pointmaze-umaze": {"episodes": 2, "fingerprint": "0" * 16}}}))
+    with pytest.raises(DataError, match=r"fingerprint [0-9a-f]{16}, not 0000000000000000.*mujoco 4") as e:
+        make("pointmaze-umaze", tmp_path / "u.hdf5", episodes=2, progress=False)
+    assert "LD_ALLOW_FINGERPRINT_MISMATCH" in str(e.value) and not (tmp_path / "u.hdf5").exists()
+    good = str(e.value).split("fingerprint ")[1][:16]
+    table.write_text(json.dumps({"generator_version": GENERATOR_VERSION,
+                                 "datasets": {"pointmaze-umaze": {"episodes": 2, "fingerprint": good}}}))
+    ds = read_d4rl_hdf5(make("pointmaze-umaze", tmp_path / "u.hdf5", episodes=2, progress=False))
+    assert ds.info.extra["fingerprint"] == ds.info.extra["fingerprint_expected"] == good
+    # other sizes and seeds have no committed fingerprint to check
+    assert builtin.expected_fingerprint("pointmaze-umaze", 3, 0, None, False) is None
+    assert builtin.expected_fingerprint("pointmaze-umaze", 2, 1, None, False) is None
+
+
+def test_data_info_shows_every_behavior_policy_on_d4rl_scale(tmp_path, monkeypatch, capsys):
+    from ld.data.commands import main as data_main
+
+    monkeypatch.setenv("LD_BUILTIN_FAST", "1")
+    p = make("hopper-medium-expert", tmp_path / "h.hdf5", episodes=2, progress=False)
+    assert data_main(["data", "info", str(p), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    pols = s["behavior_policy_returns"]
+    assert set(pols) >= {"random", "medium", "expert"}
+    lo, hi = -20.272305, 3234.3  # D4RL's hopper references
+    for r in pols.values():
+        assert r["normalized"] == pytest.approx(100 * (r["raw"] - lo) / (hi - lo))
+    assert s["normalized_return_mean"] == pytest.approx(100 * (s["return_mean"] - lo) / (hi - lo))
+    assert s["reference_scores"] == "D4RL" and s["fingerprint"]
+    assert data_main(["data", "info", str(p)]) == 0
+    text = capsys.readouterr().out
+    assert "expert" in text and "raw" in text and "v5 environments" in text

@@ -7,7 +7,9 @@ environment step for every episode still running. Normalized scores use the data
 Those references are full-episode returns. An evaluation capped below the environment's own limit
 (`eval.max_steps`, the smoke preset) is normalized against references prorated to the same length
 (`DatasetInfo.references`), and every row records the limit it ran under (`episode_limit`, `capped`) and the
-references used, so a capped run never reads as a bad full-episode score.
+references used, so a capped run never reads as a bad full-episode score. An episode that ends in a terminal
+state (a Hopper or Walker2d fall) is finished, not capped: its row says `terminated` and its score uses the
+full-episode references like any other full-limit episode.
 """
 
 from __future__ import annotations
@@ -39,12 +41,17 @@ class EpisodeResult:
     success: bool
     plan_ms_per_decision: float
     env_steps_per_s: float
-    predicted_return: float
-    energy: float
+    predicted_return: float  # the planner's Q(s_1, a_1), averaged over the episode's decisions
+    energy: float  # the decoded energy E of its plans, averaged over the episode's decisions
     episode_limit: int = 0  # the step limit this episode ran under
     capped: bool = False  # True if that limit is below the environment's own
     ref_min_score: float = float("nan")  # the references its normalized score used
     ref_max_score: float = float("nan")
+    # the episode ended in a terminal state (a Hopper or Walker2d fall): finished, not cut by a limit
+    terminated: bool = False
+    predicted_return_last: float = float("nan")  # the same two at the episode's last decision
+    energy_last: float = float("nan")
+    decisions: int = 0  # plans the episode executed from (0 for a policy that does not plan)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +73,7 @@ def evaluate(
     policy.reset(episodes)
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, dtype=np.int64)
+    terminated = np.zeros(episodes, dtype=bool)
     limit = max_steps or info.max_episode_steps or 1000
     t0 = time.perf_counter()
     bar = tqdm(total=limit, desc=desc, leave=False, disable=not progress, mininterval=1.0)
@@ -74,7 +82,8 @@ def evaluate(
             ids = np.flatnonzero(batch.live)
             actions = np.zeros((episodes, low.shape[0]))
             actions[ids] = np.clip(policy.act(obs[ids], ids), low, high)
-            obs, rew, _, _, _ = batch.step(actions)
+            obs, rew, term, _, _ = batch.step(actions)
+            terminated[ids] |= term[ids]
             returns[ids] += rew[ids]
             lengths[ids] += 1
             bar.update(1)
@@ -85,8 +94,10 @@ def evaluate(
     wall = time.perf_counter() - t0
     decisions = max(1, getattr(policy, "decisions", 0))
     plan_ms = getattr(policy, "plan_ms", 0.0) / decisions
-    pred = getattr(policy, "pred_return", np.full(episodes, np.nan))
-    energy = getattr(policy, "energy", np.full(episodes, np.nan))
+    nans = np.full(episodes, np.nan)
+    pred, energy = getattr(policy, "pred_return", nans), getattr(policy, "energy", nans)
+    pred_last, energy_last = getattr(policy, "pred_return_last", nans), getattr(policy, "energy_last", nans)
+    n_plans = getattr(policy, "episode_decisions", np.zeros(episodes, dtype=np.int64))
     lo, hi, capped = info.references(limit)
     norm = np.asarray(info.normalize(returns, limit), dtype=float).reshape(-1)
     sps = float(lengths.sum() / wall) if wall > 0 else float("nan")
@@ -94,6 +105,8 @@ def evaluate(
     return [
         EpisodeResult(i, env_seed + i, float(returns[i]), float(norm[i]), int(lengths[i]), bool(batch.success[i]),
                       float(plan_ms), sps, float(pred[i]), float(energy[i]), int(limit), capped,
-                      nan if lo is None else float(lo), nan if hi is None else float(hi))
+                      nan if lo is None else float(lo), nan if hi is None else float(hi), bool(terminated[i]),
+                      predicted_return_last=float(pred_last[i]), energy_last=float(energy_last[i]),
+                      decisions=int(n_plans[i]))
         for i in range(episodes)
     ]
