@@ -76,6 +76,11 @@ class PriorConfig(_Strict):
     lr: float = Field(2e-4, gt=0)
     batch_size: int = Field(32, gt=0)
     steps: int = Field(20000, gt=0)
+    ema_decay: float = Field(
+        0.995, ge=0, lt=1, description="decay of an exponential moving average of the U-Net's weights, updated "
+        "every step (warm-up: min(decay, (1 + n) / (10 + n)) at update n); the saved prior, which the supports "
+        "and the planner sample from, is the average (Diffuser and Decision Diffuser: 0.995). 0 = off: the last "
+        "optimizer weights")
 
 
 class EnergyConfig(_Strict):
@@ -165,6 +170,10 @@ class Config(_Strict):
     temperature: float = Field(0.5, ge=0, le=1, description="alpha, low-temperature sampling (paper: 0.5)")
     support_size: int = Field(16, gt=1, description="M support latents per initial state (paper: 16 / 32)")
     gamma: float = Field(0.99, gt=0, le=1, description="discount of the reward-to-go G_t")
+    support_from: Literal["cfg", "mu"] = Field(
+        "cfg", description="the prior the support latents are drawn from: cfg = with the trial's classifier-free "
+        "guidance w (ld's choice so far); mu = w = 1, the conditional prior itself, the behavior distribution "
+        "mu(z | s_1) the contrastive objective (QGPO / CEP) assumes")
     max_support_states: Optional[int] = Field(
         2000, gt=0, description="cap on the dataset states s_1 that get support latents (a random subset); null = "
         "every state, as the paper does")

@@ -68,7 +68,8 @@ RAW_DYNAMICS = Stage(
 _PRIOR = dict(
     role="prior", trains=True, upstream=("codec",), reads=("diffusion_steps", "prior"),
     # 2: the standardizer records the data range used to clip x0 predictions; 3: targets encoded with the mask
-    version=3,
+    # 4: `model` is an EMA of the weights (prior.ema_decay, default 0.995), the last weights are `model_online`
+    version=4,
     code=("ld.stages.prior", "ld.models.unet", "ld.diffusion.schedule", "ld.diffusion.losses", *WINDOWS,
           *TRAINING),
     produce=prior.produce,
@@ -79,8 +80,8 @@ RAW_PRIOR = Stage(name="raw_prior", **_PRIOR)
 
 _SUPPORT = dict(
     role="support", trains=False, upstream=("prior",),
-    reads=("support_size", "max_support_states", "guidance_scale"),
-    version=1,
+    reads=("support_size", "max_support_states", "guidance_scale", "support_from"),
+    version=2,  # 2: `support_from` (mu: w = 1)
     code=("ld.stages.support", "ld.diffusion.guided", "ld.diffusion.samplers", "ld.diffusion.schedule",
           "ld.stages.data"),
     produce=support.produce,

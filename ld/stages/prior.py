@@ -4,9 +4,16 @@ prior p_theta(x | s_1) over the codec's sequences (latents, or raw windows).
 A temporal U-Net trained with the epsilon-prediction loss over K diffusion steps; s_1 is dropped with
 probability `prior.cond_dropout` so one network gives both the conditional and unconditional scores that
 classifier-free guidance mixes. The training targets are the encoder means of every window, computed once.
+
+With `prior.ema_decay` > 0 the stage keeps an exponential moving average of the U-Net's weights, as Diffuser
+and Decision Diffuser do, and saves it as `model`: the weights every later stage and the planner sample from.
+The last optimizer weights are saved beside it as `model_online`. The average lives in the trained module
+(`EMATrainee`), so it is in the loop's mid-stage checkpoints and a resumed build continues it bit for bit.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -77,6 +84,32 @@ class DiffusionPrior(nn.Module):
         return self.net(x, k, cond, cond_mask)
 
 
+class EMATrainee(nn.Module):
+    """The U-Net being trained (`net`, the only parameters the optimizer sees) and the moving average of its
+    weights (`ema`, a frozen copy). `fold(step)` is called by the loss at the start of every step with the
+    weights after `step` optimizer updates, and once after the loop (`fold(steps)`): update n >= 1 sets
+    ema <- d ema + (1 - d) net with d = min(decay, (1 + n) / (10 + n)) (the warm-up of TensorFlow's
+    ExponentialMovingAverage, so a short run is not dominated by its initial weights); buffers are copied."""
+
+    def __init__(self, net: TemporalUNet, decay: float):
+        super().__init__()
+        self.net, self.decay = net, float(decay)
+        self.ema = copy.deepcopy(net).requires_grad_(False)
+        self.folded = -1
+
+    @torch.no_grad()
+    def fold(self, step: int) -> None:
+        if step <= 0 or step == self.folded:
+            return
+        self.folded = step
+        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        ema, net = list(self.ema.parameters()), list(self.net.parameters())
+        torch._foreach_mul_(ema, d)
+        torch._foreach_add_(ema, net, alpha=1.0 - d)
+        for b_ema, b_net in zip(self.ema.buffers(), self.net.buffers()):
+            b_ema.copy_(b_net)
+
+
 def load(artifact: Artifact) -> DiffusionPrior:
     arch = artifact.load_json("arch")
     net = build_model(arch)
@@ -112,15 +145,22 @@ def produce(cfg: Config, inputs: StageInputs, out: ArtifactWriter) -> None:
     model = build_model(arch).to(inputs.device)
     schedule = NoiseSchedule(cfg.diffusion_steps)
     pc = cfg.prior
+    trainee = EMATrainee(model, pc.ema_decay) if pc.ema_decay > 0 else None
 
     def loss_fn(step, rng, gen):
+        if trainee is not None:
+            trainee.fold(step)
         idx = torch.from_numpy(rng.integers(0, x0.shape[0], pc.batch_size))
         loss = eps_loss(model, x0[idx].to(inputs.device), s1[idx].to(inputs.device), schedule,
                         pc.cond_dropout, generator=gen)
         return loss, {}
 
-    result = train_loop(model, loss_fn, steps=pc.steps, lr=pc.lr, seed=cfg.seed, desc=NAME,
-                        log_every=cfg.train.log_every, progress=inputs.progress)
+    result = train_loop(model if trainee is None else trainee, loss_fn, steps=pc.steps, lr=pc.lr, seed=cfg.seed,
+                        desc=NAME, log_every=cfg.train.log_every, progress=inputs.progress)
+    if trainee is not None:
+        trainee.fold(result.steps)
+        out.save("model_online", {k: v.cpu() for k, v in model.state_dict().items()})
+        model = trainee.ema
     out.save("model", {k: v.cpu() for k, v in model.state_dict().items()})
     out.save("standardizer", standardizer.stats())
     out.save_json("arch", arch)

@@ -4,7 +4,8 @@ latents -- M samples from the trained prior for each of S dataset initial states
 They stand in for the behavior distribution mu(x | s_1) in the contrastive energy loss (QGPO's "support
 actions"). They are drawn with the paper's DDPM over all K steps at temperature 1 (true prior samples, as
 Theorem 1 needs mu itself) and the trial's classifier-free guidance w, so changing the *planning* sampler
-never retrains this stage.
+never retrains this stage. `support_from: mu` draws them with w = 1 instead: the conditional prior without
+CFG's sharpening, the behavior distribution mu(x | s_1) itself.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ def produce(cfg: Config, inputs: StageInputs, out: ArtifactWriter) -> None:
     M = cfg.support_size
     cond = s1.repeat_interleave(M, dim=0)
     gen = torch.Generator(device=inputs.device).manual_seed(cfg.seed)
+    w = cfg.guidance_scale if cfg.support_from == "cfg" else 1.0
     xs = []
     for start in tqdm(range(0, cond.shape[0], CHUNK), desc="support", leave=False, disable=not inputs.progress):
         c = cond[start:start + CHUNK]
-        xs.append(draw(prior, prior.schedule, c, prior.x_shape, guidance_scale=cfg.guidance_scale,
+        xs.append(draw(prior, prior.schedule, c, prior.x_shape, guidance_scale=w,
                        temperature=1.0, sampler="ddpm", generator=gen, clip=prior.standardizer.bounds()).cpu())
     x = torch.cat(xs).reshape(n_states, M, *prior.x_shape)
     out.save("support", {"states": s1.cpu(), "x": x, "window_index": torch.from_numpy(idx)})
-    out.metrics.update(n_states=n_states, support_size=M, x_std=float(x.std()))
+    out.metrics.update(n_states=n_states, support_size=M, x_std=float(x.std()), guidance_scale=w)
