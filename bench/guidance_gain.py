@@ -46,8 +46,14 @@ def _file(out: Path, spec: str, seed: int, beta: float | None) -> Path:
     return out / "results" / f"{Path(spec).stem.replace(':', '_')}-seed={seed}-{tag}.parquet"
 
 
+def _is(df: pd.DataFrame, variant: str) -> pd.Series:
+    """Rows of `variant`, with or without selection among candidate plans (`--set planning.candidates=16` makes
+    the planner's rows `latentdiffuser+select` and `prior+select`; the report's `sets` says which ran)."""
+    return df.variant.str.replace("+select", "", regex=False) == variant
+
+
 def _scores(df: pd.DataFrame, variant: str) -> pd.DataFrame:
-    return df[df.variant == variant].sort_values(["seed", "episode"])
+    return df[_is(df, variant)].sort_values(["seed", "episode"])
 
 
 def paired(a: pd.DataFrame, b: pd.DataFrame) -> dict:
@@ -232,9 +238,9 @@ def main(argv=None) -> int:
         df = pd.concat(frames, ignore_index=True)
         main_rows = df[df["bench_beta"].isna()]
         if 0.0 in args.betas:  # beta = 0 is the prior of the main trial
-            df = pd.concat([df, main_rows[main_rows.variant == "prior"].assign(bench_beta=0.0)], ignore_index=True)
+            df = pd.concat([df, main_rows[_is(main_rows, "prior")].assign(bench_beta=0.0)], ignore_index=True)
         if main_beta in args.betas:
-            df = pd.concat([df, main_rows[main_rows.variant == "latentdiffuser"].assign(bench_beta=main_beta)],
+            df = pd.concat([df, main_rows[_is(main_rows, "latentdiffuser")].assign(bench_beta=main_beta)],
                            ignore_index=True)
         entry = summarize(df, behavior_mean(df, spec))
         entry["wall_time_s"] = round(time.perf_counter() - t0, 1)

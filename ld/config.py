@@ -9,7 +9,8 @@ anything is written.
 The sweep axes are top-level or one level deep and keep the names that sweep files, manifests and the
 Parquet columns share: `latent_step`, `horizon`, `diffusion_steps`, `beta`, `guidance_scale`,
 `temperature`, `support_size`, `modeling`, `energy.target`, `energy.loss`, `sampler.name`,
-`sampler.steps`, `seed`, `dataset`.
+`sampler.steps`, `seed`, `dataset` (and, beyond the paper, `planning.candidates`, `planning.selection`,
+`planning.execution`).
 """
 
 from __future__ import annotations
@@ -126,6 +127,25 @@ class SamplerConfig(_Strict):
     steps: Optional[int] = Field(10, gt=0, description="sampling steps; None = diffusion_steps")
 
 
+class PlanningConfig(_Strict):
+    """How one decision turns sampled plans into an action. The defaults are the paper's planner: one sample,
+    its first action f(real s_t, planned s_t+1). More candidates is selection among plans, beyond the paper:
+    its rows are labelled `latentdiffuser+select` / `prior+select`, never mixed into the paper's bars."""
+
+    candidates: int = Field(1, ge=1, description="N plans sampled per decision (one batched call); 1 = the paper")
+    selection: Literal["argmin", "resample"] = Field(
+        "argmin", description="with N > 1, which plan is executed, by the decoded energy E of each (the codec's "
+        "-sum_t Q, not f_eta): argmin = the lowest E; resample = one drawn with probability softmax(-beta E), "
+        "self-normalized importance resampling toward Theorem 1's pi* when the candidates come from the prior")
+    selection_beta: Optional[float] = Field(
+        None, ge=0, description="beta of `resample`'s softmax(-beta E); null = the trial's `beta` (0 = uniform)")
+    execution: Literal["real_to_plan", "plan_pair", "real_plus_delta"] = Field(
+        "real_to_plan", description="the pair the inverse dynamics f executes, at a decision and between replans "
+        "(plan step i, real state s_t): real_to_plan = f(s_t, s^_i+1) (the paper's planner as ld runs it); "
+        "plan_pair = f(s^_i, s^_i+1), the pair f is trained on, open loop; real_plus_delta = "
+        "f(s_t, s_t + s^_i+1 - s^_i), the plan's step applied to the real state")
+
+
 class EvalConfig(_Strict):
     """Evaluation by planning in the dataset's real environment."""
 
@@ -182,6 +202,7 @@ class Config(_Strict):
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
     bc: BCConfig = Field(default_factory=BCConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    planning: PlanningConfig = Field(default_factory=PlanningConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 

@@ -83,6 +83,17 @@ def stage_columns(records: list[StageRun], artifacts: dict[str, Artifact]) -> di
     return cols
 
 
+SELECT = "+select"  # the suffix of a planner variant that selects among N > 1 candidate plans (beyond the paper)
+
+
+def planner_variants(cfg: Config) -> tuple[str, str]:
+    """The row labels of the guided planner and of its unguided prior: `latentdiffuser` and `prior` for the paper's
+    single-sample planner, `latentdiffuser+select` and `prior+select` with `planning.candidates` > 1, so that
+    selection is reported apart and never counted in the paper's bars (`ld.analysis.rows.method_rows`)."""
+    suffix = SELECT if cfg.planning.candidates > 1 else ""
+    return "latentdiffuser" + suffix, "prior" + suffix
+
+
 def _planner_policy(cfg: Config, artifacts: dict[str, Artifact], device: torch.device, guided: bool):
     planner = Planner(cfg, artifacts, guided=guided, device=device, seed=cfg.seed, fast=cfg.eval.fast)
     return RecedingHorizonPolicy(planner, cfg.eval.replan_every)
@@ -103,10 +114,15 @@ def evaluate_trial(cfg: Config, ds: EpisodeDataset, artifacts: dict[str, Artifac
     rows: list[dict] = []
     # (variant, policy factory, config fields that differ from cfg for it)
     variants: list[tuple[str, Callable[[], object], dict]] = []
+    method, prior = planner_variants(cfg)
+    # the prior's rows say beta = 0 (no guidance); the beta its resampling used, when that was the trial's, stays
+    prior_overrides: dict = {"beta": 0.0}
+    if cfg.planning.candidates > 1 and cfg.planning.selection_beta is None:
+        prior_overrides["planning.selection_beta"] = cfg.beta
     if cfg.guided:
-        variants.append(("latentdiffuser", lambda: _planner_policy(cfg, artifacts, device, guided=True), {}))
+        variants.append((method, lambda: _planner_policy(cfg, artifacts, device, guided=True), {}))
     if not cfg.guided or baselines:
-        variants.append(("prior", lambda: _planner_policy(cfg, artifacts, device, guided=False), {"beta": 0.0}))
+        variants.append((prior, lambda: _planner_policy(cfg, artifacts, device, guided=False), prior_overrides))
     if cfg.eval.bc_baseline:
         variants.append(("bc", lambda: bc_stage.BCPolicy(artifacts[dag.BC.name], device), {}))
     # the behavior data's mean normalized return, in every row: the reference a reader compares bars with

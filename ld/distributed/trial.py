@@ -110,8 +110,13 @@ class TrialSummary:
 
 
 def trial_metrics(df) -> dict[str, float]:
-    """Tune metrics of a trial: the guided planner's mean score (the unguided prior's when beta = 0)."""
-    main = df[df["variant"] == "latentdiffuser"] if (df["variant"] == "latentdiffuser").any() else df
+    """Tune metrics of a trial: the guided planner's mean score (the unguided prior's when beta = 0), with or
+    without selection among candidate plans (`latentdiffuser+select`, `prior+select`); never BC's."""
+    main = df
+    for variant in ("latentdiffuser", "latentdiffuser+select", "prior", "prior+select"):
+        if (df["variant"] == variant).any():
+            main = df[df["variant"] == variant]
+            break
     out = {"normalized_score": float(main["normalized_score"].mean()),
            "episode_return": float(main["episode_return"].mean()),
            "success": float(main["success"].mean()), "rows": float(len(df))}

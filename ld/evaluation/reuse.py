@@ -11,7 +11,8 @@ The method itself (`latentdiffuser`) is evaluated in every trial: it is what the
 What the key covers, and why:
 - the variant and the artifact keys of the policy's stages (codec + prior, or BC): these already cover the
   data fingerprint, the seed, the stage fields and the stage code versions;
-- the fields read while the policy acts and is scored (`EVAL_READS`): the planner's sampling settings, the
+- the fields read while the policy acts and is scored (`EVAL_READS`): the planner's sampling settings, its
+  candidates, selection and execution pair (`planning`; with candidates, the trial's beta too), the
   receding-horizon interval, the episode count and step limit, the energy target the plan's energy is
   recorded under;
 - the seed (planner generator and environment seeds) and the device type (CPU and CUDA sample differently);
@@ -38,10 +39,13 @@ from ld.stages.artifact import Artifact, ArtifactStore, ArtifactWriter
 
 STAGE = "eval"
 VERSION = 1
-REUSED_VARIANTS = ("prior", "bc")
+REUSED_VARIANTS = ("prior", "prior+select", "bc")
+_PRIOR_READS = ("guidance_scale", "temperature", "sampler", "energy.target", "planning", "eval.episodes",
+                "eval.max_steps", "eval.replan_every", "eval.fast")
 EVAL_READS = {
-    "prior": ("guidance_scale", "temperature", "sampler", "energy.target", "eval.episodes", "eval.max_steps",
-              "eval.replan_every", "eval.fast"),
+    "prior": _PRIOR_READS,
+    # the prior selecting among candidates: resample's beta defaults to the trial's
+    "prior+select": (*_PRIOR_READS, "beta"),
     "bc": ("eval.episodes", "eval.max_steps"),
 }
 EVAL_CODE = ("ld.evaluation.rollout", "ld.envs", "ld.planning.planner", "ld.planning.plan", "ld.planning.fast",
@@ -61,7 +65,7 @@ def enabled() -> bool:
 
 def policy_stages(cfg: Config, variant: str) -> list[str]:
     """The artifacts (stage names) the variant's policy is made of."""
-    if variant == "prior":
+    if variant in ("prior", "prior+select"):
         return [dag.stage_for(cfg, "codec").name, dag.stage_for(cfg, "prior").name]
     if variant == "bc":
         return [dag.BC.name]

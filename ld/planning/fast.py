@@ -38,9 +38,14 @@ two, 1 .. 1024) with rows b.. of the buffers left as they are (every op is per r
 first b rows). Eager mode runs the exact b. Graphs are captured lazily, one per bucket, and kept on the
 planner; capture costs a few warm-up passes, paid on the first call of each bucket.
 
-Only the sampling + decoding + inverse dynamics run inside the graph; normalizing the observation (numpy),
-copying it in, drawing the noise and copying the actions out (the one host synchronisation of a decision)
-stay outside.
+Only the sampling + decoding + selection + inverse dynamics run inside the graph; normalizing the observation
+(numpy), copying it in, drawing the noise (and `resample`'s uniforms) and copying the actions out (the one host
+synchronisation of a decision) stay outside.
+
+Candidate plans (`planning.candidates` N > 1): a runner for b observations holds a static sampler of B * N rows
+(each s_1 repeated N times, observation-major, as `Planner.plan` builds it) and selects inside the graph
+(`ld.planning.plan.select`: argmin, or inverse-CDF resampling from a uniform buffer filled outside); the
+selected plans come out with B rows, so the bucket is still chosen by the number of observations.
 """
 
 from __future__ import annotations
@@ -293,9 +298,11 @@ class FastPlanRunner:
     def __init__(self, planner: "Planner", batch: int, mode: str):
         cfg = planner.cfg
         self.planner, self.B, self.mode = planner, int(batch), mode
+        self.N = planner.candidates
         obs_dim = planner.normalizer["states"].dim
+        self.u = torch.zeros(self.B, device=planner.device)  # resample's uniforms, one per observation
         self.sampler = StaticSampler(
-            planner.prior, planner.prior.schedule, planner.x_shape, obs_dim, batch,
+            planner.prior, planner.prior.schedule, planner.x_shape, obs_dim, self.B * self.N,
             guidance_scale=cfg.guidance_scale, temperature=cfg.temperature, sampler=cfg.sampler.name,
             steps=cfg.sampling_steps, energy=planner.energy,
             energy_scale=cfg.energy.scale if planner.guided else 0.0,
@@ -310,9 +317,10 @@ class FastPlanRunner:
             self._fn = torch.compile(self._body, mode="reduce-overhead", dynamic=False)
 
     def _body(self) -> dict[str, Tensor]:
-        p, s1 = self.planner, self.sampler.cond
+        p, cond = self.planner, self.sampler.cond
         x0 = self.sampler.body()
-        return decode_tail(p.codec, p.prior.standardizer.back(x0), s1, p.cfg.energy.target)
+        return decode_tail(p.codec, p.prior.standardizer.back(x0), cond, p.cfg.energy.target,
+                           **p.tail_kwargs(self.u))
 
     def _capture(self) -> None:
         stream = torch.cuda.Stream(device=self.planner.device)
@@ -327,7 +335,10 @@ class FastPlanRunner:
 
     def run(self, s1: Tensor, generator: Optional[torch.Generator]) -> dict[str, Tensor]:
         b = s1.shape[0]
-        self.sampler.load(s1, generator, b)
+        self.sampler.load(self.planner.repeat(s1), generator, b * self.N)
+        u = self.planner.uniforms(b)  # after the sampling noise, as Planner.plan draws it
+        if u is not None:
+            self.u[:b].copy_(u)
         if self.mode == "graph":
             if self.graph is None:
                 self._capture()  # warm-up and capture only read the buffers loaded above

@@ -1,13 +1,38 @@
-"""What one planning decision returns, and the tail every planning path shares: decode -> energy -> action.
+"""What one planning decision returns, and the tail every planning path shares: decode -> energy -> select ->
+action.
 
 Both the reference path (`Planner.plan`) and the static / CUDA-graph path (`ld.planning.fast`) end in
-`decode_tail`, so the decoding, the trajectory energy and the inverse-dynamics action exist once.
+`decode_tail`, so the decoding, the trajectory energy, the selection among candidate plans and the
+inverse-dynamics action exist once.
+
+Selection (beyond the paper; `planning.candidates` N > 1): each decision samples N plans per observation in
+one batch (rows ordered observation-major: rows b*N .. b*N + N - 1 are observation b's candidates), decodes
+all of them, and keeps one per observation by its decoded energy E (the codec's -sum_t Q, exact for the
+decoded plan; the energy model f_eta is not involved):
+
+- `argmin`: the lowest E;
+- `resample`: candidate i with probability softmax(-beta E)_i, drawn by inverse CDF from one uniform u per
+  observation (drawn outside, from the planner's generator, so a CUDA graph can replay it). With candidates
+  from the prior mu this is self-normalized importance resampling toward Theorem 1's pi* ∝ mu exp(-beta E);
+  with candidates from the guided sampler (already ≈ pi*) it tilts them once more.
+
+Execution (`planning.execution`): the pair the inverse dynamics f sees, for plan step i (0 at the decision)
+and the real state s_t:
+
+- `real_to_plan`: f(s_t, ŝ_{i+1}) -- what ld has always executed;
+- `plan_pair`: f(ŝ_i, ŝ_{i+1}) -- the pair f is trained on in the VAE (â_t = f(ŝ_t, ŝ_{t+1})), open loop
+  between replans;
+- `real_plus_delta`: f(s_t, s_t + ŝ_{i+1} - ŝ_i) -- the plan's step, applied to the real state.
+
+States are normalized per dimension by an affine map, so a difference of normalized states is the plan's step
+in normalized units and adding it to the normalized real state is the same as doing so in environment units.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -15,25 +40,67 @@ import torch
 from ld.data.normalizer import DatasetNormalizer
 from ld.stages.codec import trajectory_energy
 
+EXECUTIONS = ("real_to_plan", "plan_pair", "real_plus_delta")
+SELECTIONS = ("argmin", "resample")
+
 
 @dataclass
 class Plan:
     actions: np.ndarray  # [B, act] first action, environment units
-    states: torch.Tensor  # [B, T, obs] planned states, normalized
+    states: torch.Tensor  # [B, T, obs] planned states (the selected candidate's), normalized
     predicted_return: np.ndarray  # [B] Q(s_1, a_1) in environment return units
     energy: np.ndarray  # [B] E of the planned trajectory (normalized units)
-    milliseconds: float  # wall time of this batched call
+    milliseconds: float  # wall time of this batched call (all candidates included)
 
 
-def decode_tail(codec, x0: torch.Tensor, s1: torch.Tensor, target: str) -> dict[str, torch.Tensor]:
-    """Sampled sequences x0 (codec space, not standardized) -> first actions, planned states, Q(s_1, a_1) and
-    the trajectory energy, all normalized; the first action moves s_1 towards the plan's next state."""
-    decoded = codec.decode(x0, s1)
+def pair(s: torch.Tensor, states: torch.Tensor, i: torch.Tensor | int, execution: str) -> tuple[torch.Tensor,
+                                                                                                 torch.Tensor]:
+    """(from, to) that the inverse dynamics executes at plan step i (an int, or a [B] tensor of steps) from
+    the real states s [B, obs] along the plans `states` [B, T, obs]; a one-step plan targets its only state."""
+    T = states.shape[1]
+    if isinstance(i, int):  # plain slicing: no host-to-device copy (a CUDA graph captures the decision)
+        cur, nxt = states[:, min(i, T - 1)], states[:, min(i + 1, T - 1)]
+    else:
+        rows = torch.arange(states.shape[0], device=states.device)
+        cur = states[rows, i.clamp_max(T - 1)]
+        nxt = states[rows, (i + 1).clamp_max(T - 1)]
+    if execution == "real_to_plan":
+        return s, nxt
+    if execution == "plan_pair":
+        return cur, nxt
+    if execution == "real_plus_delta":
+        return s, s + (nxt - cur)
+    raise ValueError(f"planning.execution must be one of {', '.join(EXECUTIONS)}, got {execution!r}")
+
+
+def select(energy: torch.Tensor, selection: str, beta: float = 0.0, u: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Index [B] of the chosen candidate in each row of `energy` [B, N] (no host synchronisation)."""
+    if selection == "argmin":
+        return energy.argmin(-1)
+    if selection == "resample":
+        if u is None:
+            raise ValueError("resample needs one uniform u per row")
+        cdf = torch.softmax(-beta * energy, -1).cumsum(-1)
+        return (cdf < u.view(-1, 1)).sum(-1).clamp_max(energy.shape[-1] - 1)
+    raise ValueError(f"planning.selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+
+
+def decode_tail(codec, x0: torch.Tensor, cond: torch.Tensor, target: str, *, candidates: int = 1,
+                selection: str = "argmin", beta: float = 0.0, u: Optional[torch.Tensor] = None,
+                execution: str = "real_to_plan") -> dict[str, torch.Tensor]:
+    """Sampled sequences x0 [B * N, ...] (codec space, not standardized) conditioned on `cond` [B * N, obs]
+    (each s_1 repeated N = `candidates` times, observation-major) -> for each of the B observations the
+    selected plan's first action, planned states, Q(s_1, a_1) and trajectory energy, all normalized."""
+    decoded = codec.decode(x0, cond)
     energy = trajectory_energy(decoded, target)
-    states = decoded["states"]
-    nxt = states[:, 1] if states.shape[1] > 1 else states[:, 0]
-    actions = codec.inverse_dynamics(s1, nxt)
-    return {"actions": actions, "states": states, "q0": decoded["q"][:, 0], "energy": energy}
+    states, q0, s1 = decoded["states"], decoded["q"][:, 0], cond
+    if candidates > 1:
+        B = cond.shape[0] // candidates
+        idx = select(energy.view(B, candidates), selection, beta, u)
+        rows = torch.arange(B, device=idx.device) * candidates + idx
+        states, q0, energy, s1 = states[rows], q0[rows], energy[rows], cond[rows]
+    actions = codec.inverse_dynamics(*pair(s1, states, 0, execution))
+    return {"actions": actions, "states": states, "q0": q0, "energy": energy}
 
 
 def to_plan(normalizer: DatasetNormalizer, out: dict[str, torch.Tensor], t0: float, clone: bool = False) -> Plan:

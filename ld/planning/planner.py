@@ -2,9 +2,11 @@
 
 `Planner.plan(obs[B])` draws one sequence per observation from the prior, tilted by the trained energy
 (score = prior score with classifier-free guidance + energy.scale * grad f_eta), decodes it to a state
-trajectory and returns the first action. `RecedingHorizonPolicy` keeps each episode's current plan and
-replans every `eval.replan_every` steps; between replans it tracks the planned states with the inverse
-dynamics a_t = f(s_t(actual), s_{t+1}(planned)), which closes the loop on the real state.
+trajectory and returns the first action. With `planning.candidates` N > 1 it draws N per observation in the
+same batch and keeps one by its decoded energy (`planning.selection`, `ld.planning.plan.select`).
+`RecedingHorizonPolicy` keeps each episode's current plan and replans every `eval.replan_every` steps; between
+replans it tracks the planned states with the inverse dynamics on the pair `planning.execution` names (default
+f(s_t(actual), s_{t+1}(planned)), which closes the loop on the real state; `ld.planning.plan.pair`).
 
 With `guided=False` (or beta = 0) the same object is the unguided behavior prior: the baseline every
 evaluation reports beside the method.
@@ -22,7 +24,7 @@ from ld.config import Config
 from ld.data.normalizer import DatasetNormalizer
 from ld.diffusion.guided import draw
 from ld.planning.fast import fast_plan
-from ld.planning.plan import Plan, decode_tail, to_plan
+from ld.planning.plan import Plan, decode_tail, pair, to_plan
 from ld.stages import dag
 from ld.stages import energy as energy_stage
 from ld.stages import prior as prior_stage
@@ -47,6 +49,25 @@ class Planner:
         if self.guided:
             self.energy = energy_stage.load(artifacts[dag.stage_for(cfg, "energy").name]).to(self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        pc = cfg.planning
+        self.candidates, self.selection, self.execution = pc.candidates, pc.selection, pc.execution
+        self.selection_beta = float(cfg.beta if pc.selection_beta is None else pc.selection_beta)
+
+    def tail_kwargs(self, u: Optional[torch.Tensor]) -> dict:
+        """`decode_tail`'s selection and execution arguments (shared with the fast path)."""
+        return dict(candidates=self.candidates, selection=self.selection, beta=self.selection_beta, u=u,
+                    execution=self.execution)
+
+    def uniforms(self, b: int) -> Optional[torch.Tensor]:
+        """One uniform per observation for `resample`, drawn after the sampling noise (None when unused, so
+        N = 1 and argmin draw exactly what the single-sample planner draws)."""
+        if self.candidates > 1 and self.selection == "resample":
+            return torch.rand(b, generator=self.generator, device=self.generator.device).to(self.device)
+        return None
+
+    def repeat(self, s1: torch.Tensor) -> torch.Tensor:
+        """s_1 [B, obs] -> [B * N, obs], observation-major: the conditions of the N candidates of each row."""
+        return s1 if self.candidates == 1 else s1.repeat_interleave(self.candidates, dim=0)
 
     def normalize_obs(self, obs: np.ndarray) -> torch.Tensor:
         s = self.normalizer.normalize("states", np.asarray(obs, dtype=np.float32))
@@ -58,20 +79,31 @@ class Planner:
             a = self.codec.inverse_dynamics(self.normalize_obs(obs), target_states)
         return self.normalizer.unnormalize("actions", a.cpu().numpy())
 
+    def track(self, obs: np.ndarray, plans: torch.Tensor, step: np.ndarray) -> np.ndarray:
+        """Actions [B, act] (environment units) at plan step `step` [B] of `plans` [B, T, obs] from the real
+        obs [B, obs], on the pair `planning.execution` names (between replans)."""
+        with torch.no_grad():
+            s = self.normalize_obs(obs)
+            i = torch.as_tensor(step, device=plans.device)
+            a = self.codec.inverse_dynamics(*pair(s, plans, i, self.execution))
+        return self.normalizer.unnormalize("actions", a.cpu().numpy())
+
     def plan(self, obs: np.ndarray) -> Plan:
         if self.fast:
             return fast_plan(self, obs)
         t0 = time.perf_counter()
-        s1 = self.normalize_obs(obs)
+        cond = self.repeat(self.normalize_obs(obs))
         x0 = draw(
-            self.prior, self.prior.schedule, s1, self.x_shape,
+            self.prior, self.prior.schedule, cond, self.x_shape,
             guidance_scale=self.cfg.guidance_scale, temperature=self.cfg.temperature,
             sampler=self.cfg.sampler.name, steps=self.cfg.sampling_steps,
             energy=self.energy, energy_scale=self.cfg.energy.scale if self.guided else 0.0,
             generator=self.generator, clip=self.prior.standardizer.bounds(),
         )
+        u = self.uniforms(len(obs))
         with torch.no_grad():
-            out = decode_tail(self.codec, self.prior.standardizer.back(x0), s1, self.cfg.energy.target)
+            out = decode_tail(self.codec, self.prior.standardizer.back(x0), cond, self.cfg.energy.target,
+                              **self.tail_kwargs(u))
         return to_plan(self.normalizer, out, t0)
 
 
@@ -115,10 +147,8 @@ class RecedingHorizonPolicy:
         fresh = ~stale
         if fresh.any():
             sel = ids[fresh]
-            j = torch.as_tensor(self.age[sel] + 1, device=self.plans.device)
             rows = torch.as_tensor(sel, device=self.plans.device)
-            targets = self.plans[rows, j]
-            actions[fresh] = self.planner.inverse_dynamics(obs[fresh], targets)
+            actions[fresh] = self.planner.track(obs[fresh], self.plans[rows], self.age[sel])
         self.age[ids] += 1
         if self.low is not None:
             actions = np.clip(actions, self.low, self.high)
