@@ -21,7 +21,9 @@ import pyarrow.parquet as pq
 import ld
 from ld.config import Config
 
-SCHEMA_VERSION = 1
+# 2: `predicted_return` and `energy` are the means over an episode's decisions (were: its last decision, now
+#    `predicted_return_last`, `energy_last`), `decisions` per episode; `planning.*` config columns
+SCHEMA_VERSION = 2
 
 # Columns every results table has besides the flattened config (`dataset`, `seed`, `energy.loss`, ...).
 REQUIRED_COLUMNS = (

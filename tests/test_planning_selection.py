@@ -7,7 +7,8 @@
 - on a tiny trained pipeline: N = 1 is the single-sample planner's numbers bit for bit (recomputed here the way
   the planner computed them before selection existed), N > 1 keeps the candidate the rule names, the fast path
   agrees, and the receding-horizon policy executes the named pair at decisions and between replans;
-- rows: N > 1 is labelled `latentdiffuser+select` / `prior+select` and kept out of the paper's bars.
+- rows: N > 1 is labelled `latentdiffuser+select` / `prior+select` and kept out of the paper's bars; the rows'
+  `predicted_return` and `energy` are means over the episode's decisions.
 """
 
 from __future__ import annotations
@@ -345,3 +346,36 @@ def test_rows_of_selection_are_apart_from_the_papers_planner(trained):
     one = evaluate_trial(cfg, ds, artifacts, records, torch.device("cpu"), progress=False)
     assert set(one["variant"]) == {"latentdiffuser", "prior"}
     assert set(method_rows(one)["variant"]) == {"latentdiffuser"}
+
+
+def test_rows_hold_episode_means_of_the_plans_diagnostics(trained):
+    from ld.evaluation.rollout import evaluate
+    from ld.planning.planner import Planner, RecedingHorizonPolicy
+
+    cfg, artifacts, _, ds, _ = trained
+    policy = RecedingHorizonPolicy(Planner(cfg, artifacts, seed=8), replan_every=2)
+    seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    plan = policy.planner.plan
+
+    def recording_plan(o):
+        p = plan(o)
+        seen.append((policy._live.copy(), p.predicted_return.copy(), p.energy.copy()))
+        return p
+
+    policy.planner.plan = recording_plan
+    act = policy.act
+
+    def recording_act(o, ids):
+        policy._live = ids[(policy.age[ids] < 0) | (policy.age[ids] >= 2)]
+        return act(o, ids)
+
+    policy.act = recording_act
+    results = evaluate(policy, ds.info, 2, cfg.seed, 9, progress=False)
+    for r in results:
+        mine = [(q[list(ids).index(r.episode)], e[list(ids).index(r.episode)]) for ids, q, e in seen
+                if r.episode in ids]
+        assert r.decisions == len(mine) == 5  # steps 0, 2, 4, 6, 8
+        assert r.predicted_return == pytest.approx(np.mean([q for q, _ in mine]))
+        assert r.energy == pytest.approx(np.mean([e for _, e in mine]))
+        assert r.predicted_return_last == pytest.approx(mine[-1][0]) and r.energy_last == pytest.approx(mine[-1][1])
+        assert r.energy != pytest.approx(r.energy_last)

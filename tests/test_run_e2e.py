@@ -66,7 +66,7 @@ def test_run_writes_the_promised_parquet(first_run):
         assert (df[f"stage.{stage}.version"] == dag.by_name(stage).version).all(), stage
     assert "energy target ESS" in p.stdout and "behavior data" in p.stdout and "capped at 40" in p.stdout
     assert df["normalized_score"].notna().all() and df["env_id"].iloc[0] == "PointMaze_UMaze-v3"
-    assert df["schema_version"].iloc[0] == 1 and df["git_commit"].iloc[0]
+    assert df["schema_version"].iloc[0] == 2 and df["git_commit"].iloc[0]
     assert "norm. score" in p.stdout and "latentdiffuser" in p.stdout
 
 

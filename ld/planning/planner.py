@@ -123,8 +123,20 @@ class RecedingHorizonPolicy:
     def reset(self, n: int) -> None:
         self.plans = None
         self.age = np.full(n, -1, dtype=np.int64)
-        self.pred_return = np.full(n, np.nan)
-        self.energy = np.full(n, np.nan)
+        self.pred_return_last = np.full(n, np.nan)  # of each episode's latest decision
+        self.energy_last = np.full(n, np.nan)
+        self._pred_sum, self._energy_sum = np.zeros(n), np.zeros(n)
+        self.episode_decisions = np.zeros(n, dtype=np.int64)
+
+    @property
+    def pred_return(self) -> np.ndarray:
+        """Q(s_1, a_1) of each episode's plans, averaged over its decisions (NaN before the first)."""
+        return self._pred_sum / np.where(self.episode_decisions > 0, self.episode_decisions, np.nan)
+
+    @property
+    def energy(self) -> np.ndarray:
+        """The decoded energy E of each episode's plans, averaged over its decisions."""
+        return self._energy_sum / np.where(self.episode_decisions > 0, self.episode_decisions, np.nan)
 
     def act(self, obs: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """obs [b, obs] of the live episodes `ids` (indices into the batch given to reset)."""
@@ -139,8 +151,11 @@ class RecedingHorizonPolicy:
                 self.plans = torch.zeros(len(self.age), *plan.states.shape[1:], device=plan.states.device)
             self.plans[torch.as_tensor(sel, device=plan.states.device)] = plan.states
             self.age[sel] = 0
-            self.pred_return[sel] = plan.predicted_return
-            self.energy[sel] = plan.energy
+            self.pred_return_last[sel] = plan.predicted_return
+            self.energy_last[sel] = plan.energy
+            self._pred_sum[sel] += plan.predicted_return
+            self._energy_sum[sel] += plan.energy
+            self.episode_decisions[sel] += 1
             actions[stale] = plan.actions
             self.decisions += 1
             self.plan_ms += plan.milliseconds
