@@ -80,24 +80,32 @@ def _summary_table(res, cfg) -> str:
 
     df = res.frame
     lines = []
-    header = f"{'policy':<16}{'episodes':>9}{'return':>10}{'norm. score':>13}{'95% CI':>18}{'success':>9}{'plan ms':>9}"
+    w = max([16, *(len(str(v)) + 2 for v in df["variant"].unique())])  # latentdiffuser+select is 21 wide
+    header = (f"{'policy':<{w}}{'episodes':>9}{'return':>10}{'norm. score':>13}{'95% CI':>18}{'success':>9}"
+              f"{'plan ms':>9}")
     lines.append(header)
     lines.append("-" * len(header))
     for variant, g in df.groupby("variant", sort=False):
         lo, hi = bootstrap_ci(g["normalized_score"].to_numpy())
-        lines.append(f"{variant:<16}{len(g):>9}{g['episode_return'].mean():>10.2f}"
+        lines.append(f"{variant:<{w}}{len(g):>9}{g['episode_return'].mean():>10.2f}"
                      f"{g['normalized_score'].mean():>13.1f}{f'[{lo:.1f}, {hi:.1f}]':>18}"
                      f"{g['success'].mean():>9.0%}{g['plan_ms_per_decision'].mean():>9.1f}")
     info = res.dataset.info
     behavior = res.dataset.behavior_score()
     lines.append("-" * len(header))
-    lines.append(f"{'behavior data':<16}{len(res.dataset.episodes):>9}{res.dataset.returns().mean():>10.2f}"
+    lines.append(f"{'behavior data':<{w}}{len(res.dataset.episodes):>9}{res.dataset.returns().mean():>10.2f}"
                  f"{behavior:>13.1f}")
     if info.ref_min_score is not None:
-        lines.append(f"{'random':<16}{'':>9}{info.ref_min_score:>10.2f}{0.0:>13.1f}")
+        lines.append(f"{'random':<{w}}{'':>9}{info.ref_min_score:>10.2f}{0.0:>13.1f}")
     if "capped" in df and df["capped"].any():
         lines.append(f"episodes capped at {int(df['episode_limit'].iloc[0])} of {info.max_episode_steps} steps: "
                      "scores use references prorated to that length; behavior data is full-episode")
+    if "terminated" in df and df["terminated"].any():
+        fell = ", ".join(f"{v} {int(g['terminated'].sum())}/{len(g)}" for v, g in df.groupby("variant", sort=False))
+        lines.append(f"episodes that ended in a fall (finished, scored as full episodes): {fell}")
+    if info.extra.get("reference_scores", "").startswith("D4RL") or info.extra.get("d4rl_task"):
+        lines.append("scores use D4RL's reference min/max; the environments are gymnasium's v5, the maintained "
+                     "successors of D4RL's v2: compare with published tables with that caveat")
     lines += _diagnostics(res)
     lines.append("")
     lines.append("stage           key               cached   wall s")

@@ -80,8 +80,20 @@ def dataset_summary(ds: EpisodeDataset) -> dict[str, Any]:
         "max_episode_steps": info.max_episode_steps,
         "success_key": info.success_key,
         "behavior_policy": info.behavior_policy,
+        "behavior_policy_returns": _policy_returns(info),
+        "reference_scores": info.extra.get("reference_scores"),
         "fingerprint": ds.fingerprint,
+        "fingerprint_expected": info.extra.get("fingerprint_expected"),
     }
+
+
+def _policy_returns(info) -> Optional[dict[str, dict[str, float]]]:
+    """{policy: {raw, normalized}} as measured at generation (built-in locomotion data), else None."""
+    raw = info.extra.get("policy_returns")
+    if not raw:
+        return None
+    norm = info.extra.get("behavior_policy_normalized_scores", {})
+    return {k: {"raw": float(v), "normalized": float(norm[k]) if k in norm else None} for k, v in raw.items()}
 
 
 def _fmt(v: Any) -> str:
@@ -96,7 +108,19 @@ def _fmt(v: Any) -> str:
 
 def format_table(summary: dict[str, Any]) -> str:
     width = max(len(k) for k in summary)
-    return "\n".join(f"{k.ljust(width)}  {_fmt(v)}" for k, v in summary.items())
+    lines = []
+    for k, v in summary.items():
+        if k == "behavior_policy_returns" and v:
+            # one line per policy: raw return and its normalized score
+            for i, (pol, r) in enumerate(v.items()):
+                lines.append(f"{(k if i == 0 else '').ljust(width)}  {pol:<17} raw {r['raw']:>9.1f}   normalized "
+                             f"{_fmt(r['normalized'])}")
+        else:
+            lines.append(f"{k.ljust(width)}  {_fmt(v)}")
+    if summary.get("reference_scores", "") and str(summary["reference_scores"]).startswith("D4RL"):
+        lines.append("(normalized with D4RL's reference scores; built-in data runs on the v5 environments, the "
+                     "maintained successors of D4RL's v2: compare with that caveat)")
+    return "\n".join(lines)
 
 
 def _make(args: argparse.Namespace) -> int:
