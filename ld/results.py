@@ -79,6 +79,8 @@ def episode_rows(
             **{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in flat.items()},
             "env_id": dataset_info.env_id, "dataset_name": dataset_info.name,
             "dataset_fingerprint": dataset_fingerprint,
+            # the built-in generator that made the data (None for a user's file): a figure of retired data says so
+            "dataset_generator_version": dataset_info.generator_version,
             **r.to_dict(),
             **stage_columns,
             "package_version": ld.__version__, "git_commit": git_commit(), "hardware": hardware(),

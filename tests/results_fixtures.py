@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ld.data.builtin import GENERATOR_VERSION
 from ld.data.types import DatasetInfo
 from ld.evaluation.rollout import EpisodeResult
 from ld.pipeline import trial_id
@@ -41,7 +42,8 @@ def write_suite_results(storage: Path, suite_name: str | Path, scale: str = "smo
             continue
         cfg = t.config
         name = cfg.dataset.split(":", 1)[-1]
-        info = DatasetInfo(name=name, source=cfg.dataset, env_id=ENV_IDS.get(name, "HalfCheetah-v5"))
+        info = DatasetInfo(name=name, source=cfg.dataset, env_id=ENV_IDS.get(name, "HalfCheetah-v5"),
+                           generator_version=GENERATOR_VERSION if cfg.dataset.startswith("builtin:") else None)
         tid = trial_id(cfg)
         variants = [("latentdiffuser", {}), ("prior", {"beta": 0.0})] if cfg.beta > 0 else [("prior", {})]
         rows = []

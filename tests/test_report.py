@@ -238,6 +238,20 @@ def test_stale_trials_are_those_trained_by_another_stage_version(fig5_report):
     assert got == {"trials": 2, "of": 4, "stages": {"vae": f"not recorded, v{now - 1} (now v{now}; 2 trials)"}}
     assert "2 of 4 trials" in stale_text(got) and stale_text({}) == ""
     assert stale_stages(df[df["trial_id"] == "a"]) == {}
+    # trials on built-in data a retired generator made (HalfCheetah before v3, or not recorded) are stale too;
+    # the maze family's recipe did not change, and a user's file is never "retired"
+    data = pd.DataFrame({"trial_id": ["e", "f", "g", "h", "i"], "seed": 0,
+                         "dataset": ["builtin:halfcheetah-medium-expert", "builtin:halfcheetah-medium-expert",
+                                     "builtin:pointmaze-umaze", "/d/halfcheetah-medium-expert-v2.hdf5",
+                                     "builtin:hopper-medium"],
+                         "dataset_name": ["halfcheetah-medium-expert", "halfcheetah-medium-expert", "pointmaze-umaze",
+                                          "halfcheetah-medium-expert-v2", "hopper-medium"],
+                         "dataset_generator_version": [None, "3", None, None, "2"]})
+    got = stale_stages(data)
+    assert got["trials"] == 2 and got["of"] == 5
+    assert got["stages"] == {"data": "halfcheetah-medium-expert, hopper-medium made by a retired built-in generator "
+                                     "(2 trials)"}
+    assert "retired built-in data" in stale_text(got)
     # the fixture's results record no stage keys: nothing to call stale, and the page says nothing
     _, _, out, p = fig5_report
     assert json.loads((out / "report.json").read_text())["stale"] == {}

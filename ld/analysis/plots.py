@@ -129,13 +129,14 @@ def plot_figure5(table: pd.DataFrame, title: Optional[str] = None, references: O
     handles = [Patch(facecolor=colors["_default"], edgecolor="black", label="default (shared point)"),
                Patch(facecolor=colors["_bar"], edgecolor="black", label="one factor changed")]
     handles += _reference_handles(drawn)
-    fig.legend(handles=handles, loc="upper right", ncol=len(handles), frameon=False, fontsize=9,
-               bbox_to_anchor=(1.0, 1.02))
+    # the legend in a row under the panels, the title alone on top: a long (stale) title never runs into it
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=9,
+               bbox_to_anchor=(0.5, 0.035))
     fig.text(0.01, 0.005, "mean normalized score over seeds (per seed: mean over episodes); error bars: 95% "
              "bootstrap CI over seeds; n = seeds per bar", fontsize=8, color="0.3")
     if title:
-        fig.suptitle(title, x=0.01, ha="left", fontsize=11, y=1.02)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+        fig.suptitle(title, x=0.01, ha="left", fontsize=11, y=0.99)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.93))
     return fig
 
 
@@ -159,12 +160,12 @@ def plot_figure3(table: pd.DataFrame, title: Optional[str] = None, references: O
     fig.text(0.01, 0.005, "several tasks: IQM over runs x tasks, stratified bootstrap 95% CI; one task: mean over "
              "seeds, bootstrap 95% CI; n = seeds (\N{MULTIPLICATION SIGN} tasks)", fontsize=8, color="0.3")
     handles = _reference_handles(drawn)
-    if handles:
-        fig.legend(handles=handles, loc="upper right", ncol=len(handles), frameon=False, fontsize=9,
-                   bbox_to_anchor=(1.0, 1.0))
+    if handles:  # under the panels, as in Figure 5
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=9,
+                   bbox_to_anchor=(0.5, 0.035))
     if title:
-        fig.suptitle(title, x=0.01, ha="left", fontsize=11)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.95 if handles else 1))
+        fig.suptitle(title, x=0.01, ha="left", fontsize=11, y=0.99)
+    fig.tight_layout(rect=(0, 0.1 if handles else 0.04, 1, 0.93 if title else 1))
     return fig
 
 

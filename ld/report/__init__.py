@@ -155,7 +155,7 @@ def build_report(suite_spec: str, results: str, out: Optional[Path] = None, *, n
     try:
         env = {"LD_RESULTS": str(Path(results).resolve()) if "://" not in str(results) else str(results),
                "LD_OUT": str(tmp.resolve()), "LD_SUITE": suite.name,
-               "LD_STALE": "stale: trained by older stage code" if stale else ""}
+               "LD_STALE": "stale: older stage code or retired data" if stale else ""}
         nb = execute_notebook(nb_path, env, timeout=timeout)
         stem = nb_path.stem
         nbformat.write(nb, tmp / f"{stem}.ipynb")

@@ -52,9 +52,10 @@ def provenance(df: pd.DataFrame) -> dict[str, Any]:
 
 
 def stale_stages(df: pd.DataFrame) -> dict[str, Any]:
-    """Which trials were trained by older math than this ld's: a stage whose recorded version (the
-    `stage.<name>.version` column, written since stage versions were recorded) differs from the stage's
-    version now, or was not recorded. A figure of such trials is a record of older code, and its page says
+    """Which trials are not the method's current numbers: trained by older math than this ld's (a stage whose
+    recorded version, the `stage.<name>.version` column, differs from the stage's version now or was not
+    recorded), or on built-in data a retired generator made (`dataset_generator_version`; the HalfCheetah sets
+    before version 3 scored a 942-return "expert" as 100). A figure of such trials is a record, and its page says
     so rather than passing it off as the method's current numbers. {} when every trial is current."""
     from ld.stages import dag  # lazily: it imports torch, which the rest of the report does not need
 
@@ -74,9 +75,27 @@ def stale_stages(df: pd.DataFrame) -> dict[str, Any]:
         stale |= set(zip(old["trial_id"], old["seed"]))
         seen = sorted({"not recorded" if pd.isna(v) else f"v{int(v)}" for v in recorded.loc[old.index]})
         stages[stage.name] = f"{', '.join(seen)} (now v{stage.version}; {len(old)} trials)"
+    data = retired_data(trials)
+    if not data.empty:
+        stale |= set(zip(data["trial_id"], data["seed"]))
+        names = ", ".join(sorted(data["dataset_name"].astype(str).unique()))
+        stages["data"] = f"{names} made by a retired built-in generator ({len(data)} trials)"
     if not stale:
         return {}
     return {"trials": len(stale), "of": len(trials), "stages": stages}
+
+
+def retired_data(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials whose data is a built-in set a retired generator made (ld.data.builtin.retired)."""
+    from ld.data.builtin import retired
+
+    if "dataset" not in trials.columns or "dataset_name" not in trials.columns:
+        return trials.iloc[:0]
+    builtin = trials[trials["dataset"].astype(str).str.startswith("builtin:")]
+    version = (builtin["dataset_generator_version"] if "dataset_generator_version" in builtin.columns
+               else pd.Series(None, index=builtin.index, dtype=object))
+    mask = [retired(str(n), None if pd.isna(v) else v) for n, v in zip(builtin["dataset_name"], version)]
+    return builtin[mask]
 
 
 def stale_text(stale: dict[str, Any]) -> str:
@@ -85,8 +104,8 @@ def stale_text(stale: dict[str, Any]) -> str:
         return ""
     what = "; ".join(f"{k}: {v}" for k, v in stale["stages"].items())
     return (f"Stale: {stale['trials']} of {stale['of']} trials were trained by older stage code than this ld's "
-            f"({what}). The figure is a record of that code, not of the current method; rerun the suite into a "
-            f"fresh storage to replace it.")
+            f"or on retired built-in data ({what}). The figure is a record of that code and data, not of the "
+            f"current method; rerun the suite into a fresh storage to replace it.")
 
 
 def write_page(out: Path, *, suite, stem: str, df: pd.DataFrame, results: str, cov: Coverage,

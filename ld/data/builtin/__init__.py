@@ -37,6 +37,11 @@ from . import locomotion, maze
 #    "expert" and its sets are retired
 GENERATOR_VERSION = "3"
 
+# The generator version since which each family's data is made as it is today; data of an older version was
+# made by a retired recipe, and a figure or table of it is history (rows record `dataset_generator_version`;
+# rows written before that column existed count as version 0).
+CURRENT_SINCE = {"maze": 0, "locomotion": 3}
+
 MAZE_NAMES = tuple(maze.MAZES)
 LOCOMOTION_NAMES = tuple(locomotion.DATASETS)
 BUILTIN_NAMES: tuple[str, ...] = MAZE_NAMES + LOCOMOTION_NAMES
@@ -44,6 +49,18 @@ DEFAULT_EPISODES: dict[str, Optional[int]] = {  # None: the whole stream (medium
     **{k: v.default_episodes for k, v in maze.MAZES.items()},
     **{k: v for k, v in locomotion.DEFAULT_EPISODES.items()},
 }
+
+
+def retired(name: str, version: Optional[str | int | float]) -> bool:
+    """True if built-in `name` data made by generator `version` (None or NaN: not recorded) came from a retired
+    recipe: the HalfCheetah sets before version 3, whose "expert" ran at 942 and scored against itself."""
+    family = "locomotion" if name in LOCOMOTION_NAMES or name.split("-")[0] in ("halfcheetah", "hopper", "walker2d") \
+        else "maze"
+    try:
+        v = int(float(version)) if version is not None else 0
+    except ValueError:  # NaN (not recorded in a Parquet column) or not a number
+        v = 0
+    return v < CURRENT_SINCE[family]
 
 
 def _check_name(name: str) -> None:
