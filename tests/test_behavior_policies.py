@@ -79,6 +79,24 @@ def test_training_resumes_exactly_and_rebuilds_a_missing_buffer(tmp_path):
         td3.train("ant", tmp_path / "ant", progress=False)
 
 
+def test_a_run_killed_after_its_checkpoint_resumes_without_duplicate_curve_rows(tmp_path):
+    run = tmp_path / "run"
+    td3.train("hopper", run, cfg=td3.TD3Config.fast(), progress=False, stop_after_s=0.0)
+    t0 = torch.load(run / "state.pt", weights_only=True)["step"]
+    # what a kill after the checkpoint leaves: a later snapshot and its curve row
+    later = (t0 // 100 + 1) * 100
+    sd = {k: v.half() for k, v in _actor_sd(0, hidden=32).items()}
+    td3.snapshot_path(run, later).parent.mkdir(exist_ok=True)
+    torch.save({"actor": sd, "max_action": 1.0, "step": later}, td3.snapshot_path(run, later))
+    new = not (run / "curve.csv").exists()
+    with open(run / "curve.csv", "a") as fh:
+        fh.write(("step,return_mean,return_std,episodes,wall_s\n" if new else "") + f"{later},-1.0,0.0,1,0.0\n")
+    td3.train("hopper", run, progress=False)
+    steps = [int(r["step"]) for r in td3.read_curve(run)]
+    assert steps == sorted(set(steps)) == td3.snapshot_steps(run)
+    assert -1.0 not in [r["return_mean"] for r in td3.read_curve(run)]
+
+
 def test_replay_stream_follows_the_snapshots_that_filled_the_buffer(tmp_path):
     snaps = {100: _actor_sd(1), 200: _actor_sd(2)}
     arr = td3.replay_stream(snaps, 1.0, 300, 0, "hopper", start_steps=50, expl_noise=0.0)

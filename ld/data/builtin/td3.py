@@ -306,6 +306,7 @@ def train(env_name: str, out: Path | str, seed: int = 0, cfg: Optional[TD3Config
             t0, episode, updates, wall0 = int(st["step"]), int(st["episode"]), int(st["updates"]), float(st["wall_s"])
             if t0 > n:
                 raise ValueError(f"{out} is already at step {t0} > total_steps {n}")
+            _forget_after(out, t0)
             _restore_buffer(out, buf, t0, seed, env_name, cfg, progress)
         t_start -= wall0
 
@@ -391,6 +392,22 @@ def train(env_name: str, out: Path | str, seed: int = 0, cfg: Optional[TD3Config
     finally:
         torch.set_num_threads(threads)
     return out
+
+
+def _forget_after(out: Path, t0: int) -> None:
+    """A run killed after its last checkpoint left snapshots and curve rows past it; the resumed run makes them
+    again from the checkpoint, so the old ones go (they came from a trajectory the resume does not repeat)."""
+    for s in snapshot_steps(out):
+        if s > t0:
+            snapshot_path(out, s).unlink()
+    rows = read_curve(out)
+    if any(r["step"] > t0 for r in rows):
+        with open(out / "curve.csv") as fh:
+            lines = fh.read().splitlines()
+        keep = [lines[0]] + [ln for ln in lines[1:] if int(float(ln.split(",")[0])) <= t0]
+        tmp = out / "curve.csv.tmp"
+        tmp.write_text("\n".join(keep) + "\n")
+        os.replace(tmp, out / "curve.csv")
 
 
 def _restore_buffer(out: Path, buf: dict[str, np.ndarray], t0: int, seed: int, env_name: str, cfg: TD3Config,
