@@ -1,7 +1,7 @@
 """Every benchmark script runs in --quick mode and prints valid JSON with its expected keys (issue 7).
 
 Benchmarks are not timed tests: nothing here checks a number, only that the script ran end to end (tiny
-data, smoke preset) and reported what its full mode reports. The six scripts run concurrently (about a
+data, smoke preset) and reported what its full mode reports. The seven scripts run concurrently (about a
 minute of wall time in all on two cores).
 """
 
@@ -24,6 +24,7 @@ EXPECTED = {
     "sweep_cost.py": ["machine", "cached", "uncached", "stage_runs_ratio", "dry_count", "target"],
     "guidance_gain.py": ["machine", "datasets", "targets"],
     "storage_ops.py": ["machine", "artifacts", "local", "s3", "s3_over_local"],
+    "planner_ceilings.py": ["machine", "datasets", "seeds", "episodes", "candidates", "results"],
 }
 
 
@@ -73,3 +74,18 @@ def test_guidance_gain_reports_every_baseline_and_the_beta_curve(outputs):
     assert entry["capped"] is True  # the smoke preset caps episodes, and says so
     assert set(entry["beta_curve"]) == {"1"}
     assert set(entry["gain"]["per_seed"]) == {"0"}
+
+
+def test_planner_ceilings_reports_every_variant_on_the_same_episodes(outputs):
+    report = json.loads(outputs["planner_ceilings.py"][1])
+    assert report["seeds"] == [0] and report["episodes"] == 2 and report["candidates"] == 4
+    (entry,) = report["results"].values()
+    assert set(entry["variants"]) == {"guided", "prior", "prior_select_E", "prior_oracle", "codec_ceiling",
+                                      "behavior_policy", "bc"}
+    for v in entry["variants"].values():
+        assert v["episodes"] == 2 and len(v["ci95"]) == 2 and v["plan_ms_per_decision"] >= 0
+        assert "gap_to_behavior_data" in v
+    assert entry["variants"]["codec_ceiling"]["plan_ms_per_decision"] > 0
+    assert 0 <= entry["variants"]["prior_oracle"]["oracle_tie_fraction"] <= 1
+    assert entry["behavior_data_mean"] is not None and entry["capped"] is True
+    assert any("waypoint controller" in n for n in entry["notes"])

@@ -69,6 +69,8 @@ def evaluate(
     env_seed = 10_000 * (seed + 1)  # disjoint from the data generators' seeds
     batch = make_env_batch(info, episodes, seed=env_seed, max_episode_steps=max_steps)
     obs = batch.reset(seed=env_seed)
+    if hasattr(policy, "attach"):  # a policy that reads the simulators (bench/planner_ceilings.py clones them)
+        policy.attach(batch)
     low, high = batch.envs[0].action_space.low, batch.envs[0].action_space.high
     policy.reset(episodes)
     returns = np.zeros(episodes)

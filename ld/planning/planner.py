@@ -138,6 +138,11 @@ class RecedingHorizonPolicy:
         """The decoded energy E of each episode's plans, averaged over its decisions."""
         return self._energy_sum / np.where(self.episode_decisions > 0, self.episode_decisions, np.nan)
 
+    def plan_for(self, obs: np.ndarray, ids: np.ndarray) -> Plan:
+        """The new plans of the episodes `ids` at their observations `obs`: the planner's. A subclass may plan
+        otherwise and keep this class's execution (bench/planner_ceilings.py: plans from cloned simulators)."""
+        return self.planner.plan(obs)
+
     def act(self, obs: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """obs [b, obs] of the live episodes `ids` (indices into the batch given to reset)."""
         assert self.age is not None, "call reset(n) first"
@@ -146,7 +151,7 @@ class RecedingHorizonPolicy:
         actions = np.zeros((len(ids), self.planner.normalizer["actions"].dim), dtype=np.float64)
         if stale.any():
             sel = ids[stale]
-            plan = self.planner.plan(obs[stale])
+            plan = self.plan_for(obs[stale], sel)
             if self.plans is None:
                 self.plans = torch.zeros(len(self.age), *plan.states.shape[1:], device=plan.states.device)
             self.plans[torch.as_tensor(sel, device=plan.states.device)] = plan.states
