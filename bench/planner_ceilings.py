@@ -16,7 +16,8 @@ evaluated by it, so episode i of every variant starts from the same state):
   planner tracks) in its own copy of the simulator for the replan interval (`--oracle-horizon interval`) or
   the whole window (`window`); the one with the best true return is executed for real. It isolates what the
   prior's samples contain: selection by the truth among N of them. Ties (a sparse reward: every candidate
-  0) keep the first candidate, i.e. a plain prior sample; `oracle_tie_fraction` says how often.
+  0) keep the first candidate, i.e. a plain prior sample (`--oracle-ties energy`: the lowest decoded E among
+  the tied); `oracle_tie_fraction` says how often every candidate tied.
 - `prior_select_E`: `planning.candidates=N`, `planning.selection=argmin`, beta = 0: N prior plans, the one
   with the lowest decoded energy E (the paper's E, the codec's -sum Q; no f_eta). The planner's own path.
 - `guided`, `prior`, `bc`: the energy-guided planner, the unguided prior (one sample) and behavior cloning,
@@ -277,9 +278,9 @@ class CodecCeilingPolicy(_Cloning):
 class OraclePolicy(_Cloning):
     """N unguided prior plans per decision, each executed in its own clone; the best true return is executed."""
 
-    def __init__(self, planner, replan_every, info, max_steps, candidates: int, horizon: str):
+    def __init__(self, planner, replan_every, info, max_steps, candidates: int, horizon: str, ties: str = "first"):
         super().__init__(planner, replan_every, info, max_steps)
-        self.n, self.horizon = int(candidates), horizon
+        self.n, self.horizon, self.tie_break = int(candidates), horizon, ties
         self.ties = 0
         self.choices = 0
 
@@ -303,7 +304,11 @@ class OraclePolicy(_Cloning):
                 cur[r], ret[r] = o, ret[r] + rew
                 alive[r] = not (te or tr)
         R = ret.reshape(B, N)
-        best = R.argmax(1)  # the first candidate on ties
+        if self.tie_break == "energy":  # among the best true returns, the lowest decoded E
+            E = np.where(R == R.max(1, keepdims=True), plan.energy.reshape(B, N), np.inf)
+            best = E.argmin(1)
+        else:
+            best = R.argmax(1)  # the first candidate on ties: a plain prior sample
         self.ties += int((R.max(1) == R.min(1)).sum())
         self.choices += B
         rows = np.arange(B) * N + best
@@ -366,11 +371,13 @@ def run_seed(spec: str, seed: int, args, notes: list[str]) -> pd.DataFrame:
 
     def oracle() -> pd.DataFrame:
         pl = Planner(one, artifacts, guided=False, device=device, seed=seed, fast=one.eval.fast)
-        pol = OraclePolicy(pl, one.eval.replan_every, ds.info, cap, args.candidates, args.oracle_horizon)
+        pol = OraclePolicy(pl, one.eval.replan_every, ds.info, cap, args.candidates, args.oracle_horizon,
+                           args.oracle_ties)
         out = _frame(evaluate(pol, ds.info, ep, seed, cap, progress, desc="eval[oracle]"), "prior_oracle", seed)
         return out.assign(oracle_tie_fraction=pol.ties / max(1, pol.choices))
 
-    frames.append(log(_cached(path(f"oracle{args.candidates}-{args.oracle_horizon}", one), oracle), "prior_oracle"))
+    tag = f"oracle{args.candidates}-{args.oracle_horizon}-{args.oracle_ties}"
+    frames.append(log(_cached(path(tag, one), oracle), "prior_oracle"))
     factory, note = behavior_for(ds.info, args.maze_goal)
     if note not in notes:
         notes.append(note)
@@ -410,6 +417,9 @@ def main(argv=None) -> int:
     ap.add_argument("--candidates", type=int, default=16, help="N prior plans per decision (oracle and E selection)")
     ap.add_argument("--oracle-horizon", choices=("interval", "window"), default="interval",
                     help="each candidate is executed for the replan interval or the whole window")
+    ap.add_argument("--oracle-ties", choices=("first", "energy"), default="first",
+                    help="among candidates tied on the true return: the first (a plain prior sample) or the lowest "
+                         "decoded E")
     ap.add_argument("--return-steps", type=int, default=100,
                     help="behavior steps rolled past the window for the reward-to-go the encoder reads")
     ap.add_argument("--maze-goal", choices=("random", "task"), default="random",
@@ -435,7 +445,8 @@ def main(argv=None) -> int:
     report: dict = {"benchmark": "planner_ceilings", "machine": machine(), "preset": args.preset, "sets": args.sets,
                     "datasets": list(args.datasets), "seeds": list(args.seeds), "episodes": cfg0.eval.episodes,
                     "episode_limit": cfg0.eval.max_steps, "candidates": args.candidates,
-                    "oracle_horizon": args.oracle_horizon, "return_steps": args.return_steps,
+                    "oracle_horizon": args.oracle_horizon, "oracle_ties": args.oracle_ties,
+                    "return_steps": args.return_steps,
                     "maze_goal": args.maze_goal, "replan_every": cfg0.eval.replan_every, "horizon": cfg0.horizon,
                     "results": {}}
     t_all = time.perf_counter()

@@ -77,3 +77,44 @@ def test_the_codec_ceilings_window_is_the_behaviors_real_future_from_a_clone(goa
     # the behavior goes on from where the executed part of its future (the replan interval) left it
     carried = pol.behaviors[1].snapshot()
     assert carried[0] == after[0] and carried[1] == after[1]
+
+
+def _fake_policies(obs_dim: int, act_dim: int) -> dict:
+    rng = np.random.default_rng(0)
+
+    def sd():
+        return {"0.weight": rng.normal(0, 0.3, (16, obs_dim)), "0.bias": np.zeros(16),
+                "2.weight": rng.normal(0, 0.3, (act_dim, 16)), "2.bias": np.zeros(act_dim)}
+
+    return {"max_action": 1.0, "medium": sd(), "expert": sd()}
+
+
+def test_locomotion_behavior_the_shipped_actors_with_the_datas_noise(monkeypatch):
+    from ld.data.builtin import behavior
+
+    monkeypatch.setattr(behavior, "load_policies", lambda *a, **k: _fake_policies(17, 6))
+    info = DatasetInfo(name="halfcheetah-medium-expert", source="builtin:halfcheetah-medium-expert",
+                       env_id="HalfCheetah-v5", max_episode_steps=40, seed=0)
+    factory, note = pc.behavior_for(info, "random")
+    assert factory is not None and "medium / expert" in note
+    cfg = resolve(None, "smoke", [])
+    batch = make_env_batch(info, 2, seed=3)
+    obs = batch.reset(seed=3)
+    b0, b1 = factory(0, batch.envs[0], 1), factory(1, batch.envs[1], 1)
+    assert not np.array_equal(b0.actor(obs[0]), b1.actor(obs[0]))  # medium, then expert: the data's halves
+    pol = pc.CodecCeilingPolicy(SimpleNamespace(cfg=cfg), 4, info, 40, factory, return_steps=100)
+    pol.attach(batch)
+    pol.reset(2)
+    w = pol.future(0, obs[0])
+    twin = factory(0, batch.envs[0], 10_007)
+    o, rewards = obs[0], []
+    for k in range(40):  # the time limit (40) cuts the return roll-out, as it would the episode
+        a = twin(o)
+        if k < cfg.horizon:
+            assert np.array_equal(w["states"][k], o) and np.array_equal(w["actions"][k], a)
+        o, r, te, tr, _ = batch.envs[0].step(a)
+        rewards.append(r)
+        assert not te and (tr == (k == 39))
+    from ld.data.windows import reward_to_go
+
+    assert np.allclose(w["returns"], reward_to_go(np.asarray(rewards), cfg.gamma, False)[: cfg.horizon])
