@@ -54,8 +54,7 @@ DEFAULT_EPISODES: dict[str, Optional[int]] = {  # None: the whole stream (medium
 def retired(name: str, version: Optional[str | int | float]) -> bool:
     """True if built-in `name` data made by generator `version` (None or NaN: not recorded) came from a retired
     recipe: the HalfCheetah sets before version 3, whose "expert" ran at 942 and scored against itself."""
-    family = "locomotion" if name in LOCOMOTION_NAMES or name.split("-")[0] in ("halfcheetah", "hopper", "walker2d") \
-        else "maze"
+    family = "locomotion" if name.split("-")[0] in locomotion.ENVS else "maze"
     try:
         v = int(float(version)) if version is not None else 0
     except ValueError:  # NaN (not recorded in a Parquet column) or not a number
