@@ -164,3 +164,38 @@ def test_same_fingerprints_under_other_blas_kernels_and_thread_counts(tmp_path, 
     assert res.returncode == 0, res.stderr[-3000:]
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert got == want
+
+
+_SHIPPED_SCRIPT = """
+import json, os, sys, torch
+torch.set_num_threads(1)
+from ld.data.builtin import make
+from ld.data.hdf5 import read_d4rl_hdf5
+out = {}
+for name in json.loads(sys.argv[1]):
+    out[name] = read_d4rl_hdf5(make(name, f"{name}.hdf5", progress=False)).info.extra["fingerprint"]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_shipped_policies_regenerate_the_committed_default_fingerprints(tmp_path):
+    """What a user's `make` produces from the policies ld ships: each shipped environment's -medium set at its
+    default size, in a fresh process on another BLAS kernel and one thread, is the committed fingerprint (and
+    `make` itself checks it against ld/data/builtin/fingerprints.json)."""
+    from ld.data import builtin
+
+    table = json.loads(builtin.FINGERPRINTS_FILE.read_text()) if builtin.FINGERPRINTS_FILE.exists() else {}
+    shipped = sorted(p.name.split("-td3-")[0] for p in behavior.SHIPPED.glob("*-td3-s0.pt"))
+    if not shipped:
+        pytest.skip("no behavior policies ship yet")
+    assert table.get("generator_version") == builtin.GENERATOR_VERSION
+    names = [f"{e}-medium" for e in shipped]
+    assert all(n in table["datasets"] for n in names), "run scripts/ship_behavior.py --fingerprints"
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS[-1]}
+    env.update({"OPENBLAS_CORETYPE": "Sandybridge", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
+    res = subprocess.run([sys.executable, "-c", _SHIPPED_SCRIPT, json.dumps(names)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got == {n: table["datasets"][n]["fingerprint"] for n in names}
