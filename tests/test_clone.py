@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from maze_helpers import umaze_info
 
 from ld.data.builtin import maze
 from ld.data.types import DatasetInfo
@@ -14,12 +15,6 @@ from ld.evaluation.clone import copy_state, scratch_env
 @pytest.fixture(autouse=True)
 def _in_tmp_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # MuJoCo writes warnings to ./MUJOCO_LOG.TXT
-
-
-def _umaze_info() -> DatasetInfo:
-    info = maze.dataset_info("pointmaze-umaze", seed=0)
-    info.extra["maze"] = {"goal_cell": [1, 1], "reset_cell": [3, 1], "goal_xy": [-1.0, 1.0], "goal_radius": 0.5}
-    return info
 
 
 def _roll(env, actions):
@@ -33,7 +28,7 @@ def _roll(env, actions):
 @pytest.mark.parametrize("which", ["maze-fixed-goal", "maze-env-goal", "halfcheetah", "hopper"])
 def test_a_cloned_env_replays_the_same_trajectory_bit_for_bit(which):
     if which == "maze-fixed-goal":
-        info = _umaze_info()
+        info = umaze_info()
     elif which == "maze-env-goal":  # a maze without a pinned goal: the env's own (random) goal must be copied
         info = maze.dataset_info("pointmaze-umaze", seed=0)
     else:
@@ -57,7 +52,7 @@ def test_a_cloned_env_replays_the_same_trajectory_bit_for_bit(which):
 
 
 def test_copying_does_not_touch_the_source():
-    info = _umaze_info()
+    info = umaze_info()
     src = make_env(info)
     obs0, _ = src.reset(seed=1)
     dst = scratch_env(info)

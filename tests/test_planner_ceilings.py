@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from maze_helpers import umaze_info
 
 from ld.config import resolve
-from ld.data.builtin import maze
 from ld.data.builtin.behavior import SHIPPED
 from ld.data.types import DatasetInfo
 from ld.envs import make_env_batch
@@ -26,14 +26,8 @@ def _in_tmp_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # MuJoCo writes warnings to ./MUJOCO_LOG.TXT
 
 
-def _umaze_info() -> DatasetInfo:
-    info = maze.dataset_info("pointmaze-umaze", seed=0)
-    info.extra["maze"] = {"goal_cell": [1, 1], "reset_cell": [3, 1], "goal_xy": [-1.0, 1.0], "goal_radius": 0.5}
-    return info
-
-
 def test_behavior_policies_and_the_notes_when_there_is_none():
-    make, note = pc.behavior_for(_umaze_info(), "random")
+    make, note = pc.behavior_for(umaze_info(), "random")
     assert make is not None and "waypoint controller" in note
     user = DatasetInfo(name="maze2d-umaze-v1", source="/data/maze2d-umaze-v1.hdf5", env_id="PointMaze_UMaze-v3")
     make, note = pc.behavior_for(user, "random")
@@ -50,7 +44,7 @@ def test_behavior_policies_and_the_notes_when_there_is_none():
 
 @pytest.mark.parametrize("goal", ["random", "task"])
 def test_the_codec_ceilings_window_is_the_behaviors_real_future_from_a_clone(goal):
-    info = _umaze_info()
+    info = umaze_info()
     cfg = resolve(None, "smoke", [])  # T = 12
     factory, _ = pc.behavior_for(info, goal)
     batch = make_env_batch(info, 2, seed=5)
