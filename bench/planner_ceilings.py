@@ -358,15 +358,18 @@ def run_seed(spec: str, seed: int, args, notes: list[str]) -> pd.DataFrame:
         return df
 
     frames = []
+    want = set(args.variants)
     guided, prior = planner_variants(cfg)
-    main = _cached(path("main", cfg), lambda: evaluate_trial(cfg, ds, artifacts, records, device, progress=progress,
-                                                             store=store))
-    main = main.assign(variant=main["variant"].map({guided: "guided", prior: "prior", "bc": "bc"}))
-    frames.append(log(main[main.variant.notna()], "guided / prior / bc"))
+    if want & {"guided", "prior", "bc"}:
+        main = _cached(path("main", cfg), lambda: evaluate_trial(cfg, ds, artifacts, records, device,
+                                                                 progress=progress, store=store))
+        main = main.assign(variant=main["variant"].map({guided: "guided", prior: "prior", "bc": "bc"}))
+        frames.append(log(main[main.variant.isin(want)], "guided / prior / bc"))
     _, prior_sel = planner_variants(sel)
-    frames.append(log(_cached(path(f"select{args.candidates}", sel), lambda: evaluate_trial(
-        sel, ds, artifacts, records, device, progress=progress, only={prior_sel}).assign(variant="prior_select_E")),
-        "prior_select_E"))
+    if "prior_select_E" in want:
+        frames.append(log(_cached(path(f"select{args.candidates}", sel), lambda: evaluate_trial(
+            sel, ds, artifacts, records, device, progress=progress, only={prior_sel}).assign(
+                variant="prior_select_E")), "prior_select_E"))
     ep, cap = cfg.eval.episodes, cfg.eval.max_steps
 
     def oracle() -> pd.DataFrame:
@@ -377,7 +380,8 @@ def run_seed(spec: str, seed: int, args, notes: list[str]) -> pd.DataFrame:
         return out.assign(oracle_tie_fraction=pol.ties / max(1, pol.choices))
 
     tag = f"oracle{args.candidates}-{args.oracle_horizon}-{args.oracle_ties}"
-    frames.append(log(_cached(path(tag, one), oracle), "prior_oracle"))
+    if "prior_oracle" in want:
+        frames.append(log(_cached(path(tag, one), oracle), "prior_oracle"))
     factory, note = behavior_for(ds.info, args.maze_goal)
     if note not in notes:
         notes.append(note)
@@ -387,13 +391,17 @@ def run_seed(spec: str, seed: int, args, notes: list[str]) -> pd.DataFrame:
             pol = CodecCeilingPolicy(pl, one.eval.replan_every, ds.info, cap, factory, args.return_steps)
             return _frame(evaluate(pol, ds.info, ep, seed, cap, progress, desc="eval[codec]"), "codec_ceiling", seed)
 
-        frames.append(log(_cached(path(f"codec-{args.maze_goal}-r{args.return_steps}", one), codec), "codec_ceiling"))
+        if "codec_ceiling" in want:
+            frames.append(log(_cached(path(f"codec-{args.maze_goal}-r{args.return_steps}", one), codec),
+                              "codec_ceiling"))
+
         def behave() -> pd.DataFrame:
             results = evaluate(BehaviorPolicy(factory), ds.info, ep, seed, cap, progress, desc="eval[behavior]")
             return _frame(results, "behavior_policy", seed)
 
-        frames.append(log(_cached(path(f"behavior-{args.maze_goal}", one), behave), "behavior_policy"))
-    return pd.concat(frames, ignore_index=True)
+        if "behavior_policy" in want:
+            frames.append(log(_cached(path(f"behavior-{args.maze_goal}", one), behave), "behavior_policy"))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"variant": pd.Series(dtype=str)})
 
 
 def describe(g: pd.DataFrame, behavior: Optional[float]) -> dict:
@@ -424,6 +432,8 @@ def main(argv=None) -> int:
                     help="behavior steps rolled past the window for the reward-to-go the encoder reads")
     ap.add_argument("--maze-goal", choices=("random", "task"), default="random",
                     help="the maze behavior's goals: random cells as in the data, or the evaluation goal")
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                    help="run only these (e.g. the codec ceiling under another --set planning.execution)")
     ap.add_argument("--preset", default="small")
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("--out", type=Path, default=Path("runs/bench-ceilings"))
@@ -447,7 +457,8 @@ def main(argv=None) -> int:
                     "episode_limit": cfg0.eval.max_steps, "candidates": args.candidates,
                     "oracle_horizon": args.oracle_horizon, "oracle_ties": args.oracle_ties,
                     "return_steps": args.return_steps,
-                    "maze_goal": args.maze_goal, "replan_every": cfg0.eval.replan_every, "horizon": cfg0.horizon,
+                    "maze_goal": args.maze_goal, "variants": list(args.variants),
+                    "replan_every": cfg0.eval.replan_every, "horizon": cfg0.horizon,
                     "results": {}}
     t_all = time.perf_counter()
     for spec in args.datasets:

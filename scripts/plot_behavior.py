@@ -1,4 +1,4 @@
-"""Plot the learning curves of the behavior-policy runs (bench/behavior/<env>-s0/curve.csv) on D4RL's scale.
+"""Plot the learning curves of the behavior-policy runs (bench/behavior/<env>-s<seed>/curve.csv) on D4RL's scale.
 
     python scripts/plot_behavior.py [--out docs/behavior-policies/learning_curves.png]
 
@@ -30,39 +30,45 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, default=ROOT / "bench" / "behavior")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "behavior-policies" / "learning_curves.png")
     a = p.parse_args(argv)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
     for ax, env in zip(axes, td3.ENVS):
         lo, hi = locomotion.d4rl_references(env)
-        run = a.runs / f"{env}-s0"
-        rows = td3.read_curve(run)
-        steps = [r["step"] / 1e3 for r in rows]
-        rets = [r["return_mean"] for r in rows]
-        ax.plot(steps, rets, color="C0", lw=1.4, label="TD3, 5 eval episodes")
-        ax.axhline(hi, color="k", lw=0.8, ls="--", label="D4RL expert reference (100)")
-        ax.axhline(lo + TARGET / 100 * (hi - lo), color="C3", lw=0.8, ls=":", label="expert target (75)")
-        ax.axhline(D4RL_MEDIUM_DATA[env], color="C2", lw=0.8, ls="-.", label="D4RL medium data mean")
-        shipped = behavior.policy_file(behavior.SHIPPED, env, 0)
-        summary = {"env": env, "steps": int(steps[-1] * 1e3) if steps else 0,
-                   "last_return": rets[-1] if rets else None, "best_return": max(rets) if rets else None}
-        if shipped.exists():
+        shipped = behavior.shipped_file(env)
+        pol = None
+        if shipped is not None:
             import torch
 
             pol = torch.load(shipped, weights_only=True)
-            for key, marker in (("medium_step", "s"), ("expert_step", "*")):
-                s = pol[key]
-                y = dict(zip(pol["curve_steps"], pol["curve_returns"])).get(s)
-                ax.plot([s / 1e3], [y], marker=marker, color="C1", ms=9, ls="none")
-            summary.update(medium_step=pol["medium_step"], expert_step=pol["expert_step"])
-        if rets:
-            summary["best_normalized"] = 100 * (max(rets) - lo) / (hi - lo)
-        print(json.dumps(summary))
+        runs = sorted(a.runs.glob(f"{env}-s[0-9]*"), key=lambda r: int(r.name.rsplit("-s", 1)[1]))
+        for k, run in enumerate(runs):
+            seed = int(run.name.rsplit("-s", 1)[1])
+            rows = td3.read_curve(run)
+            steps = [r["step"] / 1e3 for r in rows]
+            rets = [r["return_mean"] for r in rows]
+            ships = pol is not None and int(pol["seed"]) == seed
+            ax.plot(steps, rets, color=f"C{[0, 4, 5, 6][k % 4]}", lw=1.4 if ships or len(runs) == 1 else 0.9,
+                    label=f"TD3 seed {seed}, 5 eval episodes" + (" (shipped)" if ships else ""))
+            summary = {"env": env, "seed": seed, "shipped": ships, "steps": int(steps[-1] * 1e3) if steps else 0,
+                       "last_return": rets[-1] if rets else None, "best_return": max(rets) if rets else None}
+            if ships:
+                for key, marker in (("medium_step", "s"), ("expert_step", "*")):
+                    st = pol[key]
+                    y = dict(zip(pol["curve_steps"], pol["curve_returns"])).get(st)
+                    ax.plot([st / 1e3], [y], marker=marker, color="C1", ms=9, ls="none")
+                summary.update(medium_step=pol["medium_step"], expert_step=pol["expert_step"])
+            if rets:
+                summary["best_normalized"] = 100 * (max(rets) - lo) / (hi - lo)
+            print(json.dumps(summary))
+        ax.axhline(hi, color="k", lw=0.8, ls="--", label="D4RL expert reference (100)")
+        ax.axhline(lo + TARGET / 100 * (hi - lo), color="C3", lw=0.8, ls=":", label="expert target (75)")
+        ax.axhline(D4RL_MEDIUM_DATA[env], color="C2", lw=0.8, ls="-.", label="D4RL medium data mean")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
         ax.set_title(f"{td3.ENVS[env]}")
         ax.set_xlabel("env steps (thousands)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("return (raw)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False, fontsize=9)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.text(0.5, 0.01, "square: the shipped medium snapshot; star: the shipped expert", ha="center", fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(a.out, dpi=110)
     print(f"wrote {a.out}")

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def record_fingerprints() -> None:
-    shipped = {p.name.split("-td3-")[0] for p in behavior.SHIPPED.glob("*-td3-s0.pt")}
+    shipped = set(behavior.shipped_envs())
     table = {"generator_version": builtin.GENERATOR_VERSION, "datasets": {}}
     old = builtin.FINGERPRINTS_FILE
     builtin.FINGERPRINTS_FILE = Path("/nonexistent")  # record, do not check against the old table

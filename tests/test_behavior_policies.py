@@ -186,7 +186,7 @@ def test_shipped_policies_regenerate_the_committed_default_fingerprints(tmp_path
     from ld.data import builtin
 
     table = json.loads(builtin.FINGERPRINTS_FILE.read_text()) if builtin.FINGERPRINTS_FILE.exists() else {}
-    shipped = sorted(p.name.split("-td3-")[0] for p in behavior.SHIPPED.glob("*-td3-s0.pt"))
+    shipped = behavior.shipped_envs()
     if not shipped:
         pytest.skip("no behavior policies ship yet")
     assert table.get("generator_version") == builtin.GENERATOR_VERSION

@@ -41,6 +41,23 @@ def policy_file(policy_dir: Path, env: str, seed: int, fast: bool = False) -> Pa
     return Path(policy_dir) / f"{env}-td3-s{seed}{'-fast' if fast else ''}.pt"
 
 
+def shipped_file(env: str) -> Optional[Path]:
+    """The one policy file ld ships for `env` (`<env>-td3-s<training seed>.pt`), or None. Which training seed
+    ships is a property of the environment, not of the data: a TD3 seed that stalls (Walker2d seed 0 stood still
+    at ~900 for 300k steps) is replaced by another, and every data seed rolls out the shipped policies."""
+    files = sorted(SHIPPED.glob(f"{env}-td3-s[0-9]*.pt"))
+    files = [p for p in files if not p.stem.endswith("-fast")]
+    if len(files) > 1:
+        raise DataError(f"more than one behavior policy file ships for {env}: {', '.join(p.name for p in files)}; "
+                        f"keep one")
+    return files[0] if files else None
+
+
+def shipped_envs() -> list[str]:
+    """The environments whose behavior policies ship with ld."""
+    return sorted({p.name.split("-td3-")[0] for p in SHIPPED.glob("*-td3-s[0-9]*.pt") if not p.stem.endswith("-fast")})
+
+
 def evaluate(sd: dict[str, Any], max_action: float, env, episodes: int = SELECT_EPISODES) -> float:
     rets, _ = td3.run_episodes(NumpyActor(sd, max_action), episodes, SELECT_SEED, env)
     return float(rets.mean())
@@ -118,27 +135,34 @@ def ship(run_dir: Path, out: Optional[Path] = None, select_episodes: int = SELEC
         "selection": selection,
         "train_seconds": state_wall,
     }
-    out = Path(out) if out is not None else policy_file(SHIPPED, env_name, seed)
-    td3._atomic_torch_save(result, out)
+    if out is None:  # one shipped file per environment: this run replaces another seed's
+        out = policy_file(SHIPPED, env_name, seed)
+        td3._atomic_torch_save(result, out)
+        for other in SHIPPED.glob(f"{env_name}-td3-s[0-9]*.pt"):
+            if other != out and not other.stem.endswith("-fast"):
+                other.unlink()
+        return result
+    td3._atomic_torch_save(result, Path(out))
     return result
 
 
 def load_policies(env: str, seed: int, policy_dir: Path, fast: bool = False, progress: bool = True) -> dict[str, Any]:
-    """The shipped behavior policies of `env`, `seed`; in fast mode, a tiny run trained (once) and shipped into
-    `policy_dir`. A real seed ld does not ship is an error that says how to make it: training to convergence
-    takes hours and is not started behind a data loader's back."""
+    """The behavior policies ld ships for `env` (whatever the data seed: it seeds the rollouts, not the
+    policies); in fast mode, a tiny run of training seed `seed` trained (once) and shipped into `policy_dir`.
+    Unshipped policies are an error that says how to make them: training to convergence takes hours and is not
+    started behind a data loader's back."""
     import torch
 
     from . import file_lock
 
     if not fast:
-        path = policy_file(SHIPPED, env, seed)
-        if not path.is_file():
+        path = shipped_file(env)
+        if path is None:
             have = sorted(p.stem for p in SHIPPED.glob("*-td3-s*.pt"))
             raise DataError(
-                f"no behavior policies for {env} seed {seed} ship with ld (shipped: {', '.join(have) or 'none'}); "
-                f"train them (hours on a CPU) with `python scripts/train_behavior.py {env} --seed {seed}` and "
-                f"ship them with `python scripts/ship_behavior.py bench/behavior/{env}-s{seed}`")
+                f"no behavior policies for {env} ship with ld (shipped: {', '.join(have) or 'none'}); "
+                f"train them (hours on a CPU) with `python scripts/train_behavior.py {env}` and "
+                f"ship them with `python scripts/ship_behavior.py bench/behavior/{env}-s0`")
         return torch.load(path, weights_only=True)
     path = policy_file(policy_dir, env, seed, fast=True)
     if not path.exists():
@@ -162,4 +186,5 @@ def replay_arrays(pol: dict[str, Any], max_episode_steps: Optional[int] = None,
                              max_episode_steps=max_episode_steps)
 
 
-__all__ = ["SHIPPED", "MEDIUM_FRACTION", "load_policies", "ship", "select", "replay_arrays", "policy_file"]
+__all__ = ["SHIPPED", "MEDIUM_FRACTION", "load_policies", "ship", "select", "replay_arrays", "policy_file",
+           "shipped_file", "shipped_envs"]
