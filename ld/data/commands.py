@@ -34,7 +34,10 @@ def add_data_parser(subparsers: "argparse._SubParsersAction") -> argparse.Argume
     mk.add_argument("name", help="built-in dataset name (an unknown name lists the available ones)")
     mk.add_argument("--out", type=Path, default=None, help="output file (default: the builtin: cache)")
     mk.add_argument("--episodes", type=int, default=None, help="number of episodes (default per dataset)")
-    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--seed", type=int, default=0,
+                    help="seeds the rollouts (resets, action noise); locomotion sets always roll out the behavior "
+                    "policies ld ships, and -medium-replay is their training's own stream whatever the seed; "
+                    "only seed 0 at the default size has a committed fingerprint")
     mk.add_argument("--data-dir", type=Path, default=None, help="cache dir (default $LD_DATA_DIR or ~/.cache/ld/data)")
 
     info = sub.add_parser("info", help="summarize a dataset source")
