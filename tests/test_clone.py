@@ -64,3 +64,26 @@ def test_copying_does_not_touch_the_source():
     fresh = make_env(info)
     fresh.reset(seed=1)
     assert np.array_equal(o_src, fresh.step(a)[0])
+
+
+def test_a_reused_copy_of_a_batch_env_truncates_at_the_sources_time_limit():
+    """The planner benchmarks copy evaluate()'s batch envs (one wrapper more than a scratch env) into one
+    scratch env per episode, again at every decision: each copy must restart the time-limit count from the
+    source's, not go on from the copy's own earlier rollouts."""
+    from ld.envs import make_env_batch
+
+    info = DatasetInfo(name="hopper", source="t", env_id="Hopper-v5", max_episode_steps=60)
+    batch = make_env_batch(info, 1, seed=3)
+    batch.reset(seed=3)
+    src, dst = batch.envs[0], scratch_env(info, max_episode_steps=60)
+    zero = np.zeros(src.action_space.shape)
+    for t in range(1, 40):
+        src.step(zero)
+        copy_state(src, dst)
+        steps = 0
+        while True:  # the copy runs to the time limit (zero torques: the hopper stands for 60 steps)
+            _, _, te, tr, _ = dst.step(zero)
+            steps += 1
+            if te or tr:
+                break
+        assert tr and not te and steps == 60 - t, (t, steps)

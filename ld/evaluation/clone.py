@@ -62,9 +62,14 @@ def copy_state(src: gym.Env, dst: gym.Env) -> None:
     _copy_rng(su, du)
     if dm is not du:
         _copy_rng(sm, dm)
-    for a, b in zip(_wrappers(src), _wrappers(dst)):
+    # wrappers paired by class, not position: an env of a batch carries a wrapper more (make_env_batch's
+    # seeding) than a scratch env, and a positional pairing would leave the copy's time-limit counter running
+    # on from its own earlier rollouts (it then truncated every behavior future early)
+    srcs = _wrappers(src)
+    for b in _wrappers(dst):
+        a = next((w for w in srcs if type(w) is type(b)), None)
         for name in ("_elapsed_steps", "_has_reset"):
-            if hasattr(a, name) and hasattr(b, name):
+            if a is not None and hasattr(a, name) and hasattr(b, name):
                 setattr(b, name, getattr(a, name))
 
 
