@@ -199,3 +199,32 @@ def test_shipped_policies_regenerate_the_committed_default_fingerprints(tmp_path
     assert res.returncode == 0, res.stderr[-3000:]
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert got == {n: table["datasets"][n]["fingerprint"] for n in names}
+
+
+def test_stop_request_checkpoints_at_the_episode_end(tmp_path):
+    cfg = td3.TD3Config.fast()
+    td3.train("hopper", tmp_path / "run", cfg=cfg, progress=False, stop=lambda: True)
+    st = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    assert 0 < st["step"] < cfg.total_steps
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_training_script_checkpoints_and_exits_cleanly(tmp_path):
+    import signal
+    import time
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_behavior.py"
+    run = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, str(script), "hopper", "--out", str(run), "--steps", "40000"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while not (run / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-2000:]
+    assert "SIGTERM: checkpointing" in err
+    st = torch.load(run / "state.pt", weights_only=True)
+    assert 0 < st["step"] < 40000

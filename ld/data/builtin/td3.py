@@ -241,11 +241,13 @@ def replay_stream(snapshots: Mapping[int, Mapping[str, Any]], max_action: float,
 
 
 def train(env_name: str, out: Path | str, seed: int = 0, cfg: Optional[TD3Config] = None,
-          total_steps: Optional[int] = None, progress: bool = True, stop_after_s: Optional[float] = None) -> Path:
+          total_steps: Optional[int] = None, progress: bool = True, stop_after_s: Optional[float] = None,
+          stop: Optional[Callable[[], bool]] = None) -> Path:
     """Train (or resume) TD3 on `env_name` in `out` up to `total_steps` (default cfg.total_steps).
 
     A directory with a config.json resumes: its config wins (a different `cfg` is an error), `total_steps` may
-    extend it. `stop_after_s`: checkpoint and return at the first episode boundary after this many seconds.
+    extend it. `stop_after_s`: checkpoint and return at the first episode boundary after this many seconds;
+    `stop()` true (e.g. a signal handler's flag) does the same, so that nothing after the last checkpoint is lost.
     Returns `out`."""
     import torch
     import torch.nn.functional as F
@@ -378,7 +380,8 @@ def train(env_name: str, out: Path | str, seed: int = 0, cfg: Optional[TD3Config
             if te or tr:
                 episode += 1
                 obs, _ = env.reset(seed=seed + episode)
-                timed_out = stop_after_s is not None and time.perf_counter() - t_start - wall0 > stop_after_s
+                timed_out = (stop_after_s is not None and time.perf_counter() - t_start - wall0 > stop_after_s) or (
+                    stop is not None and stop())
                 if t + 1 - last_ckpt >= cfg.checkpoint_every or timed_out:
                     checkpoint(t + 1)
                     last_ckpt = t + 1
