@@ -283,6 +283,7 @@ class OraclePolicy(_Cloning):
         self.n, self.horizon, self.tie_break = int(candidates), horizon, ties
         self.ties = 0
         self.choices = 0
+        self.rank_corr: list[float] = []  # per decision: Spearman of -E (decoded) and the true return
 
     def plan_for(self, obs: np.ndarray, ids: np.ndarray) -> Plan:
         t0 = time.perf_counter()
@@ -310,6 +311,11 @@ class OraclePolicy(_Cloning):
         else:
             best = R.argmax(1)  # the first candidate on ties: a plain prior sample
         self.ties += int((R.max(1) == R.min(1)).sum())
+        E = np.asarray(plan.energy).reshape(B, N)
+        for b in range(B):  # does the decoded energy rank the candidates as their real outcome does?
+            if R[b].std() > 0 and E[b].std() > 0:
+                rr, re = np.argsort(np.argsort(R[b])), np.argsort(np.argsort(-E[b]))
+                self.rank_corr.append(float(np.corrcoef(rr, re)[0, 1]))
         self.choices += B
         rows = np.arange(B) * N + best
         sel = torch.as_tensor(rows, device=plan.states.device)
@@ -377,7 +383,8 @@ def run_seed(spec: str, seed: int, args, notes: list[str]) -> pd.DataFrame:
         pol = OraclePolicy(pl, one.eval.replan_every, ds.info, cap, args.candidates, args.oracle_horizon,
                            args.oracle_ties)
         out = _frame(evaluate(pol, ds.info, ep, seed, cap, progress, desc="eval[oracle]"), "prior_oracle", seed)
-        return out.assign(oracle_tie_fraction=pol.ties / max(1, pol.choices))
+        return out.assign(oracle_tie_fraction=pol.ties / max(1, pol.choices),
+                          oracle_energy_rank_corr=float(np.mean(pol.rank_corr)) if pol.rank_corr else np.nan)
 
     tag = f"oracle{args.candidates}-{args.oracle_horizon}-{args.oracle_ties}"
     if "prior_oracle" in want:
@@ -415,6 +422,8 @@ def describe(g: pd.DataFrame, behavior: Optional[float]) -> dict:
         out["gap_to_behavior_data"] = round(float(behavior - x.mean()), 2)
     if "oracle_tie_fraction" in g and g["oracle_tie_fraction"].notna().any():
         out["oracle_tie_fraction"] = round(float(g["oracle_tie_fraction"].mean()), 3)
+    if "oracle_energy_rank_corr" in g and g["oracle_energy_rank_corr"].notna().any():
+        out["oracle_energy_rank_corr"] = round(float(g["oracle_energy_rank_corr"].mean()), 3)
     return out
 
 
