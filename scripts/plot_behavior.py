@@ -39,9 +39,8 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             pol = torch.load(shipped, weights_only=True)
-        runs = sorted(a.runs.glob(f"{env}-s[0-9]*"), key=lambda r: int(r.name.rsplit("-s", 1)[1]))
-        for k, run in enumerate(runs):
-            seed = int(run.name.rsplit("-s", 1)[1])
+        runs = sorted((int(r.name.rsplit("-s", 1)[1]), r) for r in a.runs.glob(f"{env}-s[0-9]*"))
+        for k, (seed, run) in enumerate(runs):
             rows = td3.read_curve(run)
             steps = [r["step"] / 1e3 for r in rows]
             rets = [r["return_mean"] for r in rows]

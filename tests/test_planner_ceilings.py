@@ -13,7 +13,7 @@ import pytest
 from maze_helpers import umaze_info
 
 from ld.config import resolve
-from ld.data.builtin.behavior import SHIPPED
+from ld.data.builtin import behavior
 from ld.data.types import DatasetInfo
 from ld.envs import make_env_batch
 
@@ -26,7 +26,7 @@ def _in_tmp_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # MuJoCo writes warnings to ./MUJOCO_LOG.TXT
 
 
-def test_behavior_policies_and_the_notes_when_there_is_none():
+def test_behavior_policies_and_the_notes_when_there_is_none(monkeypatch, tmp_path):
     make, note = pc.behavior_for(umaze_info(), "random")
     assert make is not None and "waypoint controller" in note
     user = DatasetInfo(name="maze2d-umaze-v1", source="/data/maze2d-umaze-v1.hdf5", env_id="PointMaze_UMaze-v3")
@@ -35,11 +35,13 @@ def test_behavior_policies_and_the_notes_when_there_is_none():
     replay = DatasetInfo(name="hopper-medium-replay", source="builtin:hopper-medium-replay", env_id="Hopper-v5")
     make, note = pc.behavior_for(replay, "random")
     assert make is None and "replay stream" in note
-    if not list(SHIPPED.glob("halfcheetah-td3-s0.pt")):
-        cheetah = DatasetInfo(name="halfcheetah-medium-expert", source="builtin:halfcheetah-medium-expert",
-                              env_id="HalfCheetah-v5", seed=0)
-        make, note = pc.behavior_for(cheetah, "random")
-        assert make is None and "no behavior policies shipped yet" in note and "skipped" in note
+    cheetah = DatasetInfo(name="halfcheetah-medium-expert", source="builtin:halfcheetah-medium-expert",
+                          env_id="HalfCheetah-v5", seed=0)
+    make, note = pc.behavior_for(cheetah, "random")
+    assert make is not None and "medium / expert" in note  # the shipped policies
+    monkeypatch.setattr(behavior, "SHIPPED", tmp_path / "none")  # a checkout where none ship
+    make, note = pc.behavior_for(cheetah, "random")
+    assert make is None and "no behavior policies shipped yet" in note and "skipped" in note
 
 
 @pytest.mark.parametrize("goal", ["random", "task"])

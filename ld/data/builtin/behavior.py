@@ -41,12 +41,16 @@ def policy_file(policy_dir: Path, env: str, seed: int, fast: bool = False) -> Pa
     return Path(policy_dir) / f"{env}-td3-s{seed}{'-fast' if fast else ''}.pt"
 
 
+def _shipped(env: str = "*") -> list[Path]:
+    """The policy files in SHIPPED for `env` (a glob; every environment by default), fast-mode ones excluded."""
+    return sorted(p for p in SHIPPED.glob(f"{env}-td3-s[0-9]*.pt") if not p.stem.endswith("-fast"))
+
+
 def shipped_file(env: str) -> Optional[Path]:
     """The one policy file ld ships for `env` (`<env>-td3-s<training seed>.pt`), or None. Which training seed
     ships is a property of the environment, not of the data: a TD3 seed that stalls (Walker2d seed 0 stood still
     at ~900 for 300k steps) is replaced by another, and every data seed rolls out the shipped policies."""
-    files = sorted(SHIPPED.glob(f"{env}-td3-s[0-9]*.pt"))
-    files = [p for p in files if not p.stem.endswith("-fast")]
+    files = _shipped(env)
     if len(files) > 1:
         raise DataError(f"more than one behavior policy file ships for {env}: {', '.join(p.name for p in files)}; "
                         f"keep one")
@@ -55,7 +59,7 @@ def shipped_file(env: str) -> Optional[Path]:
 
 def shipped_envs() -> list[str]:
     """The environments whose behavior policies ship with ld."""
-    return sorted({p.name.split("-td3-")[0] for p in SHIPPED.glob("*-td3-s[0-9]*.pt") if not p.stem.endswith("-fast")})
+    return sorted({p.name.split("-td3-")[0] for p in _shipped()})
 
 
 def evaluate(sd: dict[str, Any], max_action: float, env, episodes: int = SELECT_EPISODES) -> float:
@@ -135,14 +139,13 @@ def ship(run_dir: Path, out: Optional[Path] = None, select_episodes: int = SELEC
         "selection": selection,
         "train_seconds": state_wall,
     }
-    if out is None:  # one shipped file per environment: this run replaces another seed's
-        out = policy_file(SHIPPED, env_name, seed)
-        td3._atomic_torch_save(result, out)
-        for other in SHIPPED.glob(f"{env_name}-td3-s[0-9]*.pt"):
-            if other != out and not other.stem.endswith("-fast"):
+    replaces = out is None  # one shipped file per environment: this run replaces another seed's
+    out = Path(out) if out is not None else policy_file(SHIPPED, env_name, seed)
+    td3._atomic_torch_save(result, out)
+    if replaces:
+        for other in _shipped(env_name):
+            if other != out:
                 other.unlink()
-        return result
-    td3._atomic_torch_save(result, Path(out))
     return result
 
 
@@ -158,7 +161,7 @@ def load_policies(env: str, seed: int, policy_dir: Path, fast: bool = False, pro
     if not fast:
         path = shipped_file(env)
         if path is None:
-            have = sorted(p.stem for p in SHIPPED.glob("*-td3-s*.pt"))
+            have = [p.stem for p in _shipped()]
             raise DataError(
                 f"no behavior policies for {env} ship with ld (shipped: {', '.join(have) or 'none'}); "
                 f"train them (hours on a CPU) with `python scripts/train_behavior.py {env}` and "
