@@ -100,7 +100,7 @@ def test_figure5_content_from_the_tidy_csv(fig5_report):
     assert bars == {a: len({float(v) for v in axes[a]} | {float(base[a])}) for a in bars}
     assert t.groupby("panel")["is_default"].sum().eq(1).all()
     assert t[t.panel == "latent_step"]["setting"].astype(str).tolist() == ["1", "2", "3", "4"]
-    assert t[t.panel == "beta"]["setting"].astype(str).tolist() == ["0", "1", "3", "10", "100"]
+    assert t[t.panel == "beta"]["setting"].astype(str).tolist() == ["0", "0.03", "0.1", "0.3", "3", "100"]
     assert t[t.panel == "horizon"]["setting"].tolist() == ["H=4\nT=12", "H=8\nT=24", "H=16\nT=48"]
     # values: an independent computation from the Parquet
     df = pd.concat(pd.read_parquet(f) for f in (storage / "results" / "figure5").glob("trial=*.parquet"))
