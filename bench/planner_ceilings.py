@@ -20,6 +20,9 @@ evaluated by it, so episode i of every variant starts from the same state):
   the tied); `oracle_tie_fraction` says how often every candidate tied.
 - `prior_select_E`: `planning.candidates=N`, `planning.selection=argmin`, beta = 0: N prior plans, the one
   with the lowest decoded energy E (the paper's E, the codec's -sum Q; no f_eta). The planner's own path.
+- `prior_select_Q`: `planning.selection=critic`: N prior plans, the one whose first action has the highest
+  Q(s_t, a) by the IQL critic fitted on the data (`ld.stages.critic`; IDQL's selection, beyond the paper).
+  The oracle also reports the critic's rank correlation with the true return (`oracle_critic_rank_corr`).
 - `guided`, `prior`, `bc`: the energy-guided planner, the unguided prior (one sample) and behavior cloning,
   exactly as `ld.pipeline.evaluate_trial` evaluates them; `behavior_data_mean`: the data's mean normalized
   return.
@@ -65,10 +68,13 @@ from ld.evaluation.rollout import evaluate
 from ld.pipeline import evaluate_trial, planner_variants, setup_torch, train_stages, trial_id
 from ld.planning.plan import Plan, decode_tail, to_plan
 from ld.planning.planner import Planner, RecedingHorizonPolicy
+from ld.stages import critic as critic_stage
+from ld.stages import dag
 from ld.stages.artifact import ArtifactStore
 
 DEFAULT_DATASETS = ("builtin:pointmaze-umaze", "builtin:halfcheetah-medium-expert")
-VARIANTS = ("guided", "prior", "prior_select_E", "prior_oracle", "codec_ceiling", "behavior_policy", "bc")
+VARIANTS = ("guided", "prior", "prior_select_E", "prior_select_Q", "prior_oracle", "codec_ceiling", "behavior_policy",
+            "bc")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -278,12 +284,15 @@ class CodecCeilingPolicy(_Cloning):
 class OraclePolicy(_Cloning):
     """N unguided prior plans per decision, each executed in its own clone; the best true return is executed."""
 
-    def __init__(self, planner, replan_every, info, max_steps, candidates: int, horizon: str, ties: str = "first"):
+    def __init__(self, planner, replan_every, info, max_steps, candidates: int, horizon: str, ties: str = "first",
+                 critic=None):
         super().__init__(planner, replan_every, info, max_steps)
         self.n, self.horizon, self.tie_break = int(candidates), horizon, ties
+        self.critic = critic  # an IQLCritic (environment units), or None
         self.ties = 0
         self.choices = 0
         self.rank_corr: list[float] = []  # per decision: Spearman of -E (decoded) and the true return
+        self.critic_corr: list[float] = []  # the same for the critic's Q(s_t, first action)
 
     def plan_for(self, obs: np.ndarray, ids: np.ndarray) -> Plan:
         t0 = time.perf_counter()
@@ -312,15 +321,27 @@ class OraclePolicy(_Cloning):
             best = R.argmax(1)  # the first candidate on ties: a plain prior sample
         self.ties += int((R.max(1) == R.min(1)).sum())
         E = np.asarray(plan.energy).reshape(B, N)
-        for b in range(B):  # does the decoded energy rank the candidates as their real outcome does?
-            if R[b].std() > 0 and E[b].std() > 0:
-                rr, re = np.argsort(np.argsort(R[b])), np.argsort(np.argsort(-E[b]))
-                self.rank_corr.append(float(np.corrcoef(rr, re)[0, 1]))
+        Q = None
+        if self.critic is not None:
+            with torch.no_grad():
+                Q = self.critic(torch.as_tensor(np.repeat(obs, N, 0), dtype=torch.float32),
+                                torch.as_tensor(plan.actions, dtype=torch.float32)).numpy().reshape(B, N)
+        for b in range(B):  # do the decoded energy and the critic rank the candidates as their real outcome does?
+            self.rank_corr += spearman(R[b], -E[b])
+            if Q is not None:
+                self.critic_corr += spearman(R[b], Q[b])
         self.choices += B
         rows = np.arange(B) * N + best
         sel = torch.as_tensor(rows, device=plan.states.device)
         return Plan(actions=plan.actions[rows], states=plan.states[sel], predicted_return=plan.predicted_return[rows],
                     energy=plan.energy[rows], milliseconds=(time.perf_counter() - t0) * 1000.0)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> list[float]:
+    """[Spearman's rank correlation of x and y], or [] where either is constant (no ranking to compare)."""
+    if x.std() == 0 or y.std() == 0:
+        return []
+    return [float(np.corrcoef(np.argsort(np.argsort(x)), np.argsort(np.argsort(y)))[0, 1])]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -347,11 +368,17 @@ def run_seed(spec: str, seed: int, args, notes: list[str]) -> pd.DataFrame:
     cfg = resolve(None, args.preset, base)
     one = resolve(None, args.preset, [*base, "planning.candidates=1"])  # the cloning variants' planner
     sel = resolve(None, args.preset, [*base, f"planning.candidates={args.candidates}", "planning.selection=argmin"])
+    sel_q = resolve(None, args.preset, [*base, f"planning.candidates={args.candidates}", "planning.selection=critic"])
     device = setup_torch(cfg)
     ds = load_dataset(cfg.dataset)
     store = ArtifactStore(args.out / "artifacts")
     progress = not args.quick and sys.stderr.isatty()
     artifacts, records = train_stages(cfg, ds, store, device, progress)
+    want = set(args.variants)
+    critic = None
+    if want & {"prior_select_Q", "prior_oracle"}:  # the critic stage (shared by every trial of the data and seed)
+        artifacts_q, records_q = train_stages(sel_q, ds, store, device, progress)
+        critic = critic_stage.load(artifacts_q[dag.CRITIC.name])
     stem = Path(spec).stem.replace(":", "_")
     res = args.out / "results"
 
@@ -364,7 +391,6 @@ def run_seed(spec: str, seed: int, args, notes: list[str]) -> pd.DataFrame:
         return df
 
     frames = []
-    want = set(args.variants)
     guided, prior = planner_variants(cfg)
     if want & {"guided", "prior", "bc"}:
         main = _cached(path("main", cfg), lambda: evaluate_trial(cfg, ds, artifacts, records, device,
@@ -376,17 +402,23 @@ def run_seed(spec: str, seed: int, args, notes: list[str]) -> pd.DataFrame:
         frames.append(log(_cached(path(f"select{args.candidates}", sel), lambda: evaluate_trial(
             sel, ds, artifacts, records, device, progress=progress, only={prior_sel}).assign(
                 variant="prior_select_E")), "prior_select_E"))
+    if "prior_select_Q" in want:
+        frames.append(log(_cached(path(f"selectQ{args.candidates}", sel_q), lambda: evaluate_trial(
+            sel_q, ds, artifacts_q, records_q, device, progress=progress, only={prior_sel}).assign(
+                variant="prior_select_Q")), "prior_select_Q"))
     ep, cap = cfg.eval.episodes, cfg.eval.max_steps
 
     def oracle() -> pd.DataFrame:
         pl = Planner(one, artifacts, guided=False, device=device, seed=seed, fast=one.eval.fast)
         pol = OraclePolicy(pl, one.eval.replan_every, ds.info, cap, args.candidates, args.oracle_horizon,
-                           args.oracle_ties)
+                           args.oracle_ties, critic=critic)
         out = _frame(evaluate(pol, ds.info, ep, seed, cap, progress, desc="eval[oracle]"), "prior_oracle", seed)
         return out.assign(oracle_tie_fraction=pol.ties / max(1, pol.choices),
-                          oracle_energy_rank_corr=float(np.mean(pol.rank_corr)) if pol.rank_corr else np.nan)
+                          oracle_energy_rank_corr=float(np.mean(pol.rank_corr)) if pol.rank_corr else np.nan,
+                          oracle_critic_rank_corr=float(np.mean(pol.critic_corr)) if pol.critic_corr else np.nan)
 
-    tag = f"oracle{args.candidates}-{args.oracle_horizon}-{args.oracle_ties}"
+    # "-q": the oracle also ranks by the critic (files written before it existed lack that column)
+    tag = f"oracle{args.candidates}-{args.oracle_horizon}-{args.oracle_ties}-q"
     if "prior_oracle" in want:
         frames.append(log(_cached(path(tag, one), oracle), "prior_oracle"))
     factory, note = behavior_for(ds.info, args.maze_goal)
@@ -422,8 +454,9 @@ def describe(g: pd.DataFrame, behavior: Optional[float]) -> dict:
         out["gap_to_behavior_data"] = round(float(behavior - x.mean()), 2)
     if "oracle_tie_fraction" in g and g["oracle_tie_fraction"].notna().any():
         out["oracle_tie_fraction"] = round(float(g["oracle_tie_fraction"].mean()), 3)
-    if "oracle_energy_rank_corr" in g and g["oracle_energy_rank_corr"].notna().any():
-        out["oracle_energy_rank_corr"] = round(float(g["oracle_energy_rank_corr"].mean()), 3)
+    for col in ("oracle_energy_rank_corr", "oracle_critic_rank_corr"):
+        if col in g and g[col].notna().any():
+            out[col] = round(float(g[col].mean()), 3)
     return out
 
 
@@ -431,7 +464,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--candidates", type=int, default=16, help="N prior plans per decision (oracle and E selection)")
+    ap.add_argument("--candidates", type=int, default=16,
+                    help="N prior plans per decision (oracle, E and critic selection)")
     ap.add_argument("--oracle-horizon", choices=("interval", "window"), default="interval",
                     help="each candidate is executed for the replan interval or the whole window")
     ap.add_argument("--oracle-ties", choices=("first", "energy"), default="first",

@@ -114,6 +114,20 @@ class BCConfig(_Strict):
     steps: int = Field(100000, gt=0, description="gradient steps (CORL: 1e6 on D4RL's 1-2M transitions)")
 
 
+class CriticConfig(_Strict):
+    """IQL's critic of real (s, a) pairs (Kostrikov et al., 2022), fitted on the data's transitions for
+    `planning.selection=critic` (beyond the paper). IQL's D4RL locomotion hyperparameters, fewer steps."""
+
+    hidden: int = Field(256, gt=0, description="MLP width of Q1, Q2 and V (IQL: 256)")
+    layers: int = Field(2, gt=0, description="hidden layers (IQL: 2)")
+    lr: float = Field(3e-4, gt=0)
+    batch_size: int = Field(256, gt=0)
+    steps: int = Field(30000, gt=0, description="gradient steps (IQL: 1e6 on D4RL's 1-2M transitions)")
+    expectile: float = Field(0.7, gt=0, lt=1, description="tau of V's expectile regression on Q (IQL: 0.7)")
+    discount: float = Field(0.99, gt=0, le=1)
+    target_update: float = Field(0.005, gt=0, le=1, description="Polyak rate of the target Qs")
+
+
 class SamplerConfig(_Strict):
     """How plans are drawn from the trained prior (one model serves every sampler).
 
@@ -133,10 +147,12 @@ class PlanningConfig(_Strict):
     its rows are labelled `latentdiffuser+select` / `prior+select`, never mixed into the paper's bars."""
 
     candidates: int = Field(1, ge=1, description="N plans sampled per decision (one batched call); 1 = the paper")
-    selection: Literal["argmin", "resample"] = Field(
-        "argmin", description="with N > 1, which plan is executed, by the decoded energy E of each (the codec's "
-        "-sum_t Q, not f_eta): argmin = the lowest E; resample = one drawn with probability softmax(-beta E), "
-        "self-normalized importance resampling toward Theorem 1's pi* when the candidates come from the prior")
+    selection: Literal["argmin", "resample", "critic"] = Field(
+        "argmin", description="with N > 1, which plan is executed: argmin = the lowest decoded energy E (the "
+        "codec's -sum_t Q, not f_eta); resample = one drawn with probability softmax(-beta E), self-normalized "
+        "importance resampling toward Theorem 1's pi* when the candidates come from the prior; critic = the "
+        "highest Q(s_t, a_t) of the real state and the plan's first action by an IQL critic fitted on the data "
+        "(the `critic` stage; IDQL's selection)")
     selection_beta: Optional[float] = Field(
         None, ge=0, description="beta of `resample`'s softmax(-beta E); null = the trial's `beta` (0 = uniform)")
     execution: Literal["real_to_plan", "plan_pair", "real_plus_delta"] = Field(
@@ -201,6 +217,7 @@ class Config(_Strict):
     prior: PriorConfig = Field(default_factory=PriorConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
     bc: BCConfig = Field(default_factory=BCConfig)
+    critic: CriticConfig = Field(default_factory=CriticConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     planning: PlanningConfig = Field(default_factory=PlanningConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)

@@ -77,14 +77,14 @@ def tiny(tmp_path_factory):
 
 def _cfg(**layer):
     base = {"dataset": "unused", "vae": {"steps": 30}, "prior": {"steps": 30}, "energy": {"steps": 30},
-            "bc": {"steps": 200}, "eval": {"bc_baseline": True}}
+            "bc": {"steps": 200}, "critic": {"steps": 30}, "eval": {"bc_baseline": True}}
     base.update(layer)
     return build(base, "smoke")
 
 
 @pytest.mark.parametrize("modeling", ["latent", "skill", "raw"])
 def test_every_field_a_stage_reads_is_in_its_key(tiny, tmp_path, modeling):
-    cfg = _cfg(modeling=modeling)
+    cfg = _cfg(modeling=modeling, planning={"candidates": 2, "selection": "critic"})
     store = ArtifactStore(tmp_path / "store")
     inputs = StageInputs(dataset=tiny, store=store, progress=False)
     walked = []
@@ -96,7 +96,7 @@ def test_every_field_a_stage_reads_is_in_its_key(tiny, tmp_path, modeling):
         walked.append(stage.name)
     prefix = "raw_" if modeling == "raw" else ""
     assert walked == ["raw_dynamics" if modeling == "raw" else "vae", f"{prefix}prior", f"{prefix}support",
-                      f"{prefix}energy", "bc"]
+                      f"{prefix}energy", "critic", "bc"]
 
 
 def test_the_recorder_catches_an_undeclared_read(tiny, tmp_path):
@@ -127,6 +127,11 @@ def test_plan_follows_the_config():
     assert [s.name for s in dag.plan(_cfg(modeling="raw"))] == [
         "raw_dynamics", "raw_prior", "raw_support", "raw_energy", "bc"]
     assert [s.trains for s in dag.plan(_cfg())] == [True, True, False, True, True]
+    # selection by the critic adds its stage; with one candidate there is nothing to select, so no critic
+    critic = {"candidates": 4, "selection": "critic"}
+    assert [s.name for s in dag.plan(_cfg(planning=critic))] == ["vae", "prior", "support", "energy", "critic", "bc"]
+    assert "critic" not in [s.name for s in dag.plan(_cfg(planning={**critic, "candidates": 1}))]
+    assert "critic" not in [s.name for s in dag.plan(_cfg(planning={"candidates": 4}))]
 
 
 def test_pipeline_walks_the_declared_plan(tiny, tmp_path):

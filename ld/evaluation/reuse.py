@@ -9,7 +9,8 @@ exactly what decides them, and a sibling trial reads them back instead of steppi
 The method itself (`latentdiffuser`) is evaluated in every trial: it is what the trials differ in.
 
 What the key covers, and why:
-- the variant and the artifact keys of the policy's stages (codec + prior, or BC): these already cover the
+- the variant and the artifact keys of the policy's stages (codec + prior, + the critic when it selects, or
+  BC): these already cover the
   data fingerprint, the seed, the stage fields and the stage code versions;
 - the fields read while the policy acts and is scored (`EVAL_READS`): the planner's sampling settings, its
   candidates, selection and execution pair (`planning`; with candidates, the trial's beta too), the
@@ -50,7 +51,8 @@ EVAL_READS = {
 }
 EVAL_CODE = ("ld.evaluation.rollout", "ld.envs", "ld.planning.planner", "ld.planning.plan", "ld.planning.fast",
              "ld.diffusion.guided", "ld.diffusion.samplers", "ld.diffusion.schedule", "ld.stages.codec",
-             "ld.stages.vae", "ld.stages.prior", "ld.stages.bc", "ld.models.vae", "ld.models.transformer",
+             "ld.stages.vae", "ld.stages.prior", "ld.stages.bc", "ld.stages.critic", "ld.models.critic",
+             "ld.models.vae", "ld.models.transformer",
              "ld.models.mlp", "ld.models.unet", "ld.data.normalizer", "ld.data.types")
 
 
@@ -66,7 +68,8 @@ def enabled() -> bool:
 def policy_stages(cfg: Config, variant: str) -> list[str]:
     """The artifacts (stage names) the variant's policy is made of."""
     if variant in ("prior", "prior+select"):
-        return [dag.stage_for(cfg, "codec").name, dag.stage_for(cfg, "prior").name]
+        names = [dag.stage_for(cfg, "codec").name, dag.stage_for(cfg, "prior").name]
+        return names + [dag.CRITIC.name] if dag.uses_critic(cfg) else names
     if variant == "bc":
         return [dag.BC.name]
     raise ValueError(f"only {REUSED_VARIANTS} are reused across trials, not {variant!r}")

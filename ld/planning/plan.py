@@ -16,6 +16,12 @@ decoded plan; the energy model f_eta is not involved):
   from the prior mu this is self-normalized importance resampling toward Theorem 1's pi* ∝ mu exp(-beta E);
   with candidates from the guided sampler (already ≈ pi*) it tilts them once more.
 
+- `critic`: the highest Q(s_t, a_1) of an IQL critic fitted on the data (`ld.stages.critic`), where a_1 is the
+  candidate's first action as executed (the `planning.execution` pair at plan step 0) and s_t the real state:
+  IDQL's selection. It ranks what will actually be executed from where the robot actually is, instead of the
+  return the candidate's latent claims (bench/RESULTS.md: -E ranks the prior's candidates no better than
+  chance).
+
 Execution (`planning.execution`): the pair the inverse dynamics f sees, for plan step i (0 at the decision)
 and the real state s_t:
 
@@ -32,7 +38,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -41,7 +47,8 @@ from ld.data.normalizer import DatasetNormalizer
 from ld.stages.codec import trajectory_energy
 
 EXECUTIONS = ("real_to_plan", "plan_pair", "real_plus_delta")
-SELECTIONS = ("argmin", "resample")
+SELECTIONS = ("argmin", "resample", "critic")
+Critic = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (s, a) normalized as the codec's -> Q [B]
 
 
 @dataclass
@@ -74,8 +81,9 @@ def pair(s: torch.Tensor, states: torch.Tensor, i: torch.Tensor | int, execution
 
 
 def select(energy: torch.Tensor, selection: str, beta: float = 0.0, u: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Index [B] of the chosen candidate in each row of `energy` [B, N] (no host synchronisation)."""
-    if selection == "argmin":
+    """Index [B] of the chosen candidate in each row of `energy` [B, N] (no host synchronisation); for
+    `critic`, `energy` is -Q of each candidate's first action."""
+    if selection in ("argmin", "critic"):
         return energy.argmin(-1)
     if selection == "resample":
         if u is None:
@@ -87,19 +95,28 @@ def select(energy: torch.Tensor, selection: str, beta: float = 0.0, u: Optional[
 
 def decode_tail(codec, x0: torch.Tensor, cond: torch.Tensor, target: str, *, candidates: int = 1,
                 selection: str = "argmin", beta: float = 0.0, u: Optional[torch.Tensor] = None,
-                execution: str = "real_to_plan") -> dict[str, torch.Tensor]:
+                execution: str = "real_to_plan", critic: Optional[Critic] = None) -> dict[str, torch.Tensor]:
     """Sampled sequences x0 [B * N, ...] (codec space, not standardized) conditioned on `cond` [B * N, obs]
     (each s_1 repeated N = `candidates` times, observation-major) -> for each of the B observations the
     selected plan's first action, planned states, Q(s_1, a_1) and trajectory energy, all normalized."""
     decoded = codec.decode(x0, cond)
     energy = trajectory_energy(decoded, target)
     states, q0, s1 = decoded["states"], decoded["q"][:, 0], cond
+    actions = None
     if candidates > 1:
         B = cond.shape[0] // candidates
-        idx = select(energy.view(B, candidates), selection, beta, u)
+        score = energy
+        if selection == "critic":  # the critic scores what each candidate would execute: its first action
+            if critic is None:
+                raise ValueError("planning.selection=critic needs the critic stage's Q (none was given)")
+            actions = codec.inverse_dynamics(*pair(cond, states, 0, execution))
+            score = -critic(cond, actions)
+        idx = select(score.view(B, candidates), selection, beta, u)
         rows = torch.arange(B, device=idx.device) * candidates + idx
         states, q0, energy, s1 = states[rows], q0[rows], energy[rows], cond[rows]
-    actions = codec.inverse_dynamics(*pair(s1, states, 0, execution))
+        actions = None if actions is None else actions[rows]
+    if actions is None:  # E-based selection: the selected plans' actions only
+        actions = codec.inverse_dynamics(*pair(s1, states, 0, execution))
     return {"actions": actions, "states": states, "q0": q0, "energy": energy}
 
 

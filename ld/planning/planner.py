@@ -3,7 +3,8 @@
 `Planner.plan(obs[B])` draws one sequence per observation from the prior, tilted by the trained energy
 (score = prior score with classifier-free guidance + energy.scale * grad f_eta), decodes it to a state
 trajectory and returns the first action. With `planning.candidates` N > 1 it draws N per observation in the
-same batch and keeps one by its decoded energy (`planning.selection`, `ld.planning.plan.select`).
+same batch and keeps one by its decoded energy, or by an IQL critic's Q of its first action (`planning.selection`,
+`ld.planning.plan.select`).
 `RecedingHorizonPolicy` keeps each episode's current plan and replans every `eval.replan_every` steps; between
 replans it tracks the planned states with the inverse dynamics on the pair `planning.execution` names (default
 f(s_t(actual), s_{t+1}(planned)), which closes the loop on the real state; `ld.planning.plan.pair`).
@@ -25,6 +26,7 @@ from ld.data.normalizer import DatasetNormalizer
 from ld.diffusion.guided import draw
 from ld.planning.fast import fast_plan
 from ld.planning.plan import Plan, decode_tail, pair, to_plan
+from ld.stages import critic as critic_stage
 from ld.stages import dag
 from ld.stages import energy as energy_stage
 from ld.stages import prior as prior_stage
@@ -52,11 +54,20 @@ class Planner:
         pc = cfg.planning
         self.candidates, self.selection, self.execution = pc.candidates, pc.selection, pc.execution
         self.selection_beta = float(cfg.beta if pc.selection_beta is None else pc.selection_beta)
+        self.critic = None
+        if dag.uses_critic(cfg):
+            q = critic_stage.load(artifacts[dag.CRITIC.name]).to(self.device)
+            # the codec's normalized (s, a) -> environment units, as affine constants made once (a CUDA graph
+            # captures the call: no host-to-device copies inside it)
+            aff = {f: [torch.as_tensor(v, dtype=torch.float32, device=self.device)
+                       for v in (self.normalizer[f].std, self.normalizer[f].mean)] for f in ("states", "actions")}
+            (ss, sm), (as_, am) = aff["states"], aff["actions"]
+            self.critic = lambda s, a: q(s * ss + sm, a * as_ + am)
 
     def tail_kwargs(self, u: Optional[torch.Tensor]) -> dict:
         """`decode_tail`'s selection and execution arguments (shared with the fast path)."""
         return dict(candidates=self.candidates, selection=self.selection, beta=self.selection_beta, u=u,
-                    execution=self.execution)
+                    execution=self.execution, critic=self.critic)
 
     def uniforms(self, b: int) -> Optional[torch.Tensor]:
         """One uniform per observation for `resample`, drawn after the sampling noise (None when unused, so

@@ -6,14 +6,16 @@
     support   support          raw_support    M, the states sampled, w                     prior
     energy    energy           raw_energy     beta and the energy model                    codec, prior, support
     bc        bc               bc             the BC fields                                -
+    critic    critic           critic         the critic fields (planning.selection=critic) -
 
 (`python -m ld.stages.dag` prints the full declaration; `docs/stages.md` is that output, checked by a test.)
 
 Everything that needs the DAG reads the objects below: `ld.pipeline` walks `plan(cfg)`, the artifact key is computed
 from each `Stage`'s own `reads`, `version` and upstream, the Ray layer asks `Stage.trains` (a stage that only
 samples runs on one rank), `latentdiffuser run` prints the plan. A modeling selection swaps whole stage objects
-(`SELECTIONS`); beta = 0 drops the support and energy stages (`Config.guided`); `eval.bc_baseline` adds BC. The math
-of each stage is in its own module (`ld.stages.vae`, `.prior`, `.support`, `.energy`, `.bc`).
+(`SELECTIONS`); beta = 0 drops the support and energy stages (`Config.guided`); `eval.bc_baseline` adds BC;
+`planning.selection=critic` with N > 1 candidates adds the critic. The math of each stage is in its own module
+(`ld.stages.vae`, `.prior`, `.support`, `.energy`, `.bc`, `.critic`).
 
 Stale reuse is made impossible two ways, both enforced by `tests/test_stage_dag.py`: every config field a
 stage's `produce` reads must be in its `reads` (or an upstream's; the test records the reads of a real run),
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ld.config import Config
-from ld.stages import bc, energy, prior, support, vae
+from ld.stages import bc, critic, energy, prior, support, vae
 from ld.stages.common import Stage
 
 FINGERPRINTS = Path(__file__).with_name("fingerprints.json")
@@ -114,6 +116,15 @@ BC = Stage(
     diagnostics=("final_loss", "converged"),
 )
 
+CRITIC = Stage(
+    name=critic.NAME, role="critic", trains=True, upstream=(), reads=("critic",),
+    version=1,
+    code=("ld.stages.critic", "ld.models.critic", "ld.models.mlp", *TRAINING),
+    produce=critic.produce,
+    summary="IQL critic Q(s, a) of real pairs, fitted on the data (for planning.selection=critic)",
+    diagnostics=("final_loss",),
+)
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -130,7 +141,13 @@ SELECTIONS: dict[str, Selection] = {
     "skill": Selection(VAE, PRIOR, SUPPORT, ENERGY),  # the VAE without r, G tokens (`modeling` is in its reads)
     "raw": Selection(RAW_DYNAMICS, RAW_PRIOR, RAW_SUPPORT, RAW_ENERGY),
 }
-ALL_STAGES: tuple[Stage, ...] = (VAE, RAW_DYNAMICS, PRIOR, RAW_PRIOR, SUPPORT, RAW_SUPPORT, ENERGY, RAW_ENERGY, BC)
+ALL_STAGES: tuple[Stage, ...] = (VAE, RAW_DYNAMICS, PRIOR, RAW_PRIOR, SUPPORT, RAW_SUPPORT, ENERGY, RAW_ENERGY, BC,
+                                 CRITIC)
+
+
+def uses_critic(cfg: Config) -> bool:
+    """Selection by the IQL critic needs its stage (with one candidate there is nothing to select)."""
+    return cfg.planning.candidates > 1 and cfg.planning.selection == "critic"
 
 
 def plan(cfg: Config) -> list[Stage]:
@@ -139,6 +156,8 @@ def plan(cfg: Config) -> list[Stage]:
     stages = [sel.codec, sel.prior]
     if cfg.guided:
         stages += [sel.support, sel.energy]
+    if uses_critic(cfg):
+        stages.append(CRITIC)
     if cfg.eval.bc_baseline:
         stages.append(BC)
     return stages
@@ -148,6 +167,8 @@ def stage_for(cfg: Config, role: str) -> Stage:
     """The stage that fills `role` for this config (e.g. the artifact name the planner's prior comes from)."""
     if role == "bc":
         return BC
+    if role == "critic":
+        return CRITIC
     return getattr(SELECTIONS[cfg.modeling], role)
 
 
@@ -268,7 +289,8 @@ def describe() -> str:
     lines = ["| stage | role | selection | upstream | trains | version | reads (key) | what |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in ALL_STAGES:
-        sel = "bc baseline" if s is BC else ", ".join(m for m, v in SELECTIONS.items() if s in vars(v).values())
+        extra = {BC.name: "bc baseline", CRITIC.name: "selection by critic"}
+        sel = extra[s.name] if s.name in extra else ", ".join(m for m, v in SELECTIONS.items() if s in vars(v).values())
         lines.append(f"| `{s.name}` | {s.role} | {sel} | {', '.join(s.upstream) or '-'} | "
                      f"{'yes' if s.trains else 'no (rank 0 only)'} | {s.version} | "
                      f"{', '.join(f'`{r}`' for r in s.reads)} | {s.summary.replace('|', '&#124;')} |")
