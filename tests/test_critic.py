@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from maze_helpers import tiny_trained_maze
 
 from ld.config import resolve
 from ld.data.types import DatasetInfo, Episode, EpisodeDataset
@@ -150,21 +151,8 @@ def test_decode_tail_keeps_the_candidate_whose_first_action_the_critic_values_mo
 
 @pytest.fixture(scope="module")
 def trained_with_critic(tmp_path_factory):
-    from ld.data import load_dataset
-    from ld.data.builtin import make
-    from ld.pipeline import setup_torch, train_stages
-
-    tmp = tmp_path_factory.mktemp("select-critic")
-    path = make("pointmaze-umaze", tmp / "umaze.hdf5", episodes=6, progress=False)
-    cfg = resolve(None, "smoke", [f"dataset={path}", "vae.steps=20", "prior.steps=20", "energy.steps=20",
-                                  "critic.steps=100", "eval.bc_baseline=false", "planning.candidates=5",
-                                  "planning.selection=critic"])
-    device = setup_torch(cfg)
-    torch.set_num_threads(1)
-    ds = load_dataset(cfg.dataset)
-    artifacts, records = train_stages(cfg, ds, ArtifactStore(tmp / "artifacts"), device, progress=False)
-    obs = np.stack([ep.observations[0] for ep in ds.episodes[:4]])
-    return cfg, artifacts, records, ds, obs
+    return tiny_trained_maze(tmp_path_factory.mktemp("select-critic"),
+                             ["critic.steps=100", "planning.candidates=5", "planning.selection=critic"])
 
 
 @pytest.mark.parametrize("guided", [True, False])

@@ -18,6 +18,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from maze_helpers import tiny_trained_maze
 
 from ld.diffusion.guided import draw
 from ld.planning.plan import decode_tail, pair, select
@@ -148,22 +149,7 @@ def test_pair_at_per_row_plan_steps_and_at_the_plans_end():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from ld.config import resolve
-    from ld.data import load_dataset
-    from ld.data.builtin import make
-    from ld.pipeline import setup_torch, train_stages
-    from ld.stages.artifact import ArtifactStore
-
-    tmp = tmp_path_factory.mktemp("select")
-    path = make("pointmaze-umaze", tmp / "umaze.hdf5", episodes=6, progress=False)
-    cfg = resolve(None, "smoke", [f"dataset={path}", "vae.steps=20", "prior.steps=20", "energy.steps=20",
-                                  "eval.bc_baseline=false"])
-    device = setup_torch(cfg)
-    torch.set_num_threads(1)
-    ds = load_dataset(cfg.dataset)
-    artifacts, records = train_stages(cfg, ds, ArtifactStore(tmp / "artifacts"), device, progress=False)
-    obs = np.stack([ep.observations[0] for ep in ds.episodes[:4]])
-    return cfg, artifacts, records, ds, obs
+    return tiny_trained_maze(tmp_path_factory.mktemp("select"), [])
 
 
 def _with(cfg, **planning):
