@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from _common import finish, machine  # noqa: E402  (bench/ is on sys.path when run as a script)
-from ld.analysis.stats import bootstrap_ci
+from ld.analysis.stats import bootstrap_ci, task_mean_ci
 from ld.config import resolve
 from ld.pipeline import run_trial
 
@@ -104,6 +104,30 @@ def summarize(df: pd.DataFrame, behavior: float | None = None) -> dict:
     return out
 
 
+DIFFUSER_D4RL_AVERAGE = 77.5  # Diffuser's published average over D4RL's nine locomotion sets (the issue's target)
+
+
+def average(mains: dict[str, pd.DataFrame]) -> dict:
+    """Over the datasets given, each weighing the same: every variant's mean of per-set means and the average
+    paired gains, each with a stratified bootstrap CI over episodes (`ld.analysis.stats.task_mean_ci`)."""
+    out: dict = {"datasets": len(mains)}
+    scores = {v: [_scores(df, v) for df in mains.values()] for v in ("latentdiffuser", "prior", "bc")}
+    for v, name in (("latentdiffuser", "guided"), ("prior", "prior_beta0"), ("bc", "bc")):
+        if all(len(g) for g in scores[v]):
+            m, lo, hi = task_mean_ci([g["normalized_score"] for g in scores[v]])
+            out[name] = {"mean": round(m, 2), "ci95": [round(lo, 2), round(hi, 2)]}
+    for other, name in (("prior", "guided_minus_prior"), ("bc", "guided_minus_bc")):
+        if not all(len(g) for g in scores[other]):
+            continue
+        diffs = []
+        for a, b in zip(scores["latentdiffuser"], scores[other]):
+            m = a.merge(b, on=["seed", "episode"], suffixes=("_a", "_b"))
+            diffs.append(m["normalized_score_a"] - m["normalized_score_b"])
+        m, lo, hi = task_mean_ci(diffs)
+        out[name] = {"mean": round(m, 2), "ci95": [round(lo, 2), round(hi, 2)], "beyond_ci": bool(lo > 0)}
+    return out
+
+
 def targets(report: dict) -> dict:
     """The issue's targets, each as measured (True / False), so unmet ones are reported, not hidden."""
     out = {}
@@ -121,6 +145,12 @@ def targets(report: dict) -> dict:
                 t["beta_curve_rises_from_0_beyond_ci"] = any(
                     v["vs_beta0"]["beyond_ci"] for b, v in d["beta_curve"].items() if float(b) > 0)
         out[spec] = t
+    avg = report.get("average")
+    if avg and "guided" in avg:
+        out["average"] = {"guided_beats_bc_beyond_ci": avg.get("guided_minus_bc", {}).get("beyond_ci", False),
+                          "guided_beats_prior_beyond_ci": avg.get("guided_minus_prior", {}).get("beyond_ci", False),
+                          f"guided_reaches_diffusers_{DIFFUSER_D4RL_AVERAGE}":
+                              avg["guided"]["mean"] >= DIFFUSER_D4RL_AVERAGE}
     return out
 
 
@@ -222,6 +252,7 @@ def main(argv=None) -> int:
     t_all = time.perf_counter()
     main_beta = resolve(None, args.preset, list(args.sets)).beta
     extra = [b for b in args.betas if b not in (0.0, main_beta)]  # those two come from the main trial
+    mains: dict[str, pd.DataFrame] = {}
     for spec in args.datasets:
         frames = []
         t0 = time.perf_counter()
@@ -245,6 +276,9 @@ def main(argv=None) -> int:
         entry = summarize(df, behavior_mean(df, spec))
         entry["wall_time_s"] = round(time.perf_counter() - t0, 1)
         report["datasets"][spec] = entry
+        mains[spec] = df[df["bench_beta"].isna()]
+    if len(mains) > 1:
+        report["average"] = average(mains)
     report["targets"] = targets(report)
     return finish(report, t_all)
 

@@ -22,7 +22,9 @@ evaluated by it, so episode i of every variant starts from the same state):
   with the lowest decoded energy E (the paper's E, the codec's -sum Q; no f_eta). The planner's own path.
 - `prior_select_Q`: `planning.selection=critic`: N prior plans, the one whose first action has the highest
   Q(s_t, a) by the IQL critic fitted on the data (`ld.stages.critic`; IDQL's selection, beyond the paper).
-  The oracle also reports the critic's rank correlation with the true return (`oracle_critic_rank_corr`).
+  The oracle also reports the critic's rank correlation with the true return (`oracle_critic_rank_corr`)
+  and, with `--oracle-horizon window`, that of the true return of the executed interval alone
+  (`oracle_interval_rank_corr`): how much of the window's ranking the steps actually executed decide.
 - `guided`, `prior`, `bc`: the energy-guided planner, the unguided prior (one sample) and behavior cloning,
   exactly as `ld.pipeline.evaluate_trial` evaluates them; `behavior_data_mean`: the data's mean normalized
   return.
@@ -293,6 +295,7 @@ class OraclePolicy(_Cloning):
         self.choices = 0
         self.rank_corr: list[float] = []  # per decision: Spearman of -E (decoded) and the true return
         self.critic_corr: list[float] = []  # the same for the critic's Q(s_t, first action)
+        self.interval_corr: list[float] = []  # the same for the true return of the executed interval alone
 
     def plan_for(self, obs: np.ndarray, ids: np.ndarray) -> Plan:
         t0 = time.perf_counter()
@@ -301,7 +304,7 @@ class OraclePolicy(_Cloning):
         envs = [self.clone(int(i), j) for i in ids for j in range(N)]
         low, high = envs[0].action_space.low, envs[0].action_space.high
         H = self.interval if self.horizon == "interval" else max(1, p.cfg.horizon - 1)
-        ret = np.zeros(B * N)
+        ret, ret_interval = np.zeros(B * N), np.zeros(B * N)
         alive = np.ones(B * N, dtype=bool)
         cur = np.repeat(np.asarray(obs, dtype=np.float64), N, 0)
         for k in range(H):
@@ -312,6 +315,8 @@ class OraclePolicy(_Cloning):
             for r in np.flatnonzero(alive):
                 o, rew, te, tr, _ = envs[r].step(a[r])
                 cur[r], ret[r] = o, ret[r] + rew
+                if k < self.interval:
+                    ret_interval[r] += rew
                 alive[r] = not (te or tr)
         R = ret.reshape(B, N)
         if self.tie_break == "energy":  # among the best true returns, the lowest decoded E
@@ -330,6 +335,8 @@ class OraclePolicy(_Cloning):
             self.rank_corr += spearman(R[b], -E[b])
             if Q is not None:
                 self.critic_corr += spearman(R[b], Q[b])
+            if H > self.interval:
+                self.interval_corr += spearman(R[b], ret_interval.reshape(B, N)[b])
         self.choices += B
         rows = np.arange(B) * N + best
         sel = torch.as_tensor(rows, device=plan.states.device)
@@ -415,10 +422,11 @@ def run_seed(spec: str, seed: int, args, notes: list[str]) -> pd.DataFrame:
         out = _frame(evaluate(pol, ds.info, ep, seed, cap, progress, desc="eval[oracle]"), "prior_oracle", seed)
         return out.assign(oracle_tie_fraction=pol.ties / max(1, pol.choices),
                           oracle_energy_rank_corr=float(np.mean(pol.rank_corr)) if pol.rank_corr else np.nan,
-                          oracle_critic_rank_corr=float(np.mean(pol.critic_corr)) if pol.critic_corr else np.nan)
+                          oracle_critic_rank_corr=float(np.mean(pol.critic_corr)) if pol.critic_corr else np.nan,
+                          oracle_interval_rank_corr=float(np.mean(pol.interval_corr)) if pol.interval_corr else np.nan)
 
-    # "-q": the oracle also ranks by the critic (files written before it existed lack that column)
-    tag = f"oracle{args.candidates}-{args.oracle_horizon}-{args.oracle_ties}-q"
+    # "-qi": the oracle also ranks by the critic and the interval (files written before lack those columns)
+    tag = f"oracle{args.candidates}-{args.oracle_horizon}-{args.oracle_ties}-qi"
     if "prior_oracle" in want:
         frames.append(log(_cached(path(tag, one), oracle), "prior_oracle"))
     factory, note = behavior_for(ds.info, args.maze_goal)
@@ -454,7 +462,7 @@ def describe(g: pd.DataFrame, behavior: Optional[float]) -> dict:
         out["gap_to_behavior_data"] = round(float(behavior - x.mean()), 2)
     if "oracle_tie_fraction" in g and g["oracle_tie_fraction"].notna().any():
         out["oracle_tie_fraction"] = round(float(g["oracle_tie_fraction"].mean()), 3)
-    for col in ("oracle_energy_rank_corr", "oracle_critic_rank_corr"):
+    for col in ("oracle_energy_rank_corr", "oracle_critic_rank_corr", "oracle_interval_rank_corr"):
         if col in g and g[col].notna().any():
             out[col] = round(float(g[col].mean()), 3)
     return out

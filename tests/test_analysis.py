@@ -3,6 +3,8 @@ computation on suite-shaped results (synthetic scores, the real results schema).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -500,3 +502,17 @@ def test_plots_draw_the_reference_lines_in_every_relevant_panel():
     for fig in (A.plot_figure3(_fig3_bars()), A.plot_figure3(_fig3_bars(), references=refs3.iloc[:0])):
         assert all(_hlines(ax) == [] for ax in fig.axes) and not fig.legends
         plt.close(fig)
+
+
+def test_task_mean_ci_weighs_every_task_the_same_and_resamples_within_tasks():
+    from ld.analysis.stats import task_mean_ci
+
+    # a task with 2 values and one with 6: the average of the two task means, not of the 8 values
+    m, lo, hi = task_mean_ci([[0.0, 0.0], [10.0, 10.0, 10.0, 10.0, 10.0, 10.0]])
+    assert m == pytest.approx(5.0) and lo == pytest.approx(5.0) and hi == pytest.approx(5.0)
+    m, lo, hi = task_mean_ci([[0.0, 2.0], [10.0, 12.0, 14.0]], reps=4000)
+    assert m == pytest.approx((1.0 + 12.0) / 2) and lo < m < hi
+    # within-task resampling only: the CI's extremes are the tasks' own extremes averaged
+    assert lo >= (0.0 + 10.0) / 2 and hi <= (2.0 + 14.0) / 2
+    assert all(math.isnan(v) for v in task_mean_ci([[3.0], [4.0]])[1:])
+    assert all(math.isnan(v) for v in task_mean_ci([]))

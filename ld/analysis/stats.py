@@ -91,6 +91,22 @@ def stratified_iqm_ci(tasks: Sequence[Iterable[float]], reps: int = 10000, seed:
     return point, lo, hi
 
 
+def task_mean_ci(tasks: Sequence[Iterable[float]], reps: int = 10000, seed: int = 0,
+                 alpha: float = 0.05) -> tuple[float, float, float]:
+    """The mean over tasks of each task's mean (every task weighs the same, as a paper's "average" column),
+    with a stratified bootstrap CI: each replicate resamples every task's values within that task. Given
+    per-episode paired differences per task, it is the CI of an average gain. CI NaN when no task has 2 values."""
+    cols = [c for c in (_finite(t) for t in tasks) if len(c)]
+    if not cols:
+        return NAN, NAN, NAN
+    point = float(np.mean([c.mean() for c in cols]))
+    if max(len(c) for c in cols) < 2:
+        return point, NAN, NAN
+    rng = np.random.default_rng(seed)
+    lo, hi = _percentiles(np.mean([_resample(c, reps, rng).mean(1) for c in cols], axis=0), alpha)
+    return point, lo, hi
+
+
 def paired_diff(a: pd.Series, b: pd.Series, reps: int = 10000, seed: int = 0) -> tuple[float, float, float, int]:
     """Mean of a[s] - b[s] over the seeds s both have (series indexed by seed), with a bootstrap CI: the same
     seed trains on the same data order and evaluates the same episode seeds, so pairing removes that noise."""
