@@ -34,10 +34,23 @@ grid: {{mode: product, axes: {{beta: [3.0]}}}}
     return f
 
 
-def wandb_offline_runs(folder: Path) -> list[dict]:
+def wandb_offline_runs(folder: Path, expect: int = 0, wait_s: float = 60.0) -> list[dict]:
     """Every offline W&B run under `folder` as {"config": {...}, "history": [{key: value}, ...]}, read from its
     `.wandb` transaction log (a ":W&B" header, then LevelDB-style 32 KiB blocks of protobuf `Record`s), since
-    wandb >= 0.19 has no Python reader of its own."""
+    wandb >= 0.19 has no Python reader of its own. wandb's service process writes the log after the trial has
+    returned, so with `expect` runs this re-reads (up to `wait_s`) until that many have their config written:
+    on a loaded machine the last run's log was seen still empty."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        runs = _read_wandb_runs(folder)
+        if not expect or sum(bool(r["config"]) for r in runs) >= expect or time.monotonic() > deadline:
+            return runs
+        time.sleep(1.0)
+
+
+def _read_wandb_runs(folder: Path) -> list[dict]:
     import json
     import struct
 

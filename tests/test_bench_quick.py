@@ -80,12 +80,16 @@ def test_planner_ceilings_reports_every_variant_on_the_same_episodes(outputs):
     report = json.loads(outputs["planner_ceilings.py"][1])
     assert report["seeds"] == [0] and report["episodes"] == 2 and report["candidates"] == 4
     (entry,) = report["results"].values()
-    assert set(entry["variants"]) == {"guided", "prior", "prior_select_E", "prior_oracle", "codec_ceiling",
-                                      "behavior_policy", "bc"}
+    assert set(entry["variants"]) == {"guided", "prior", "prior_select_E", "prior_select_Q", "prior_oracle",
+                                      "codec_ceiling", "behavior_policy", "bc"}
     for v in entry["variants"].values():
         assert v["episodes"] == 2 and len(v["ci95"]) == 2 and v["plan_ms_per_decision"] >= 0
         assert "gap_to_behavior_data" in v
     assert entry["variants"]["codec_ceiling"]["plan_ms_per_decision"] > 0
-    assert 0 <= entry["variants"]["prior_oracle"]["oracle_tie_fraction"] <= 1
+    oracle = entry["variants"]["prior_oracle"]
+    assert 0 <= oracle["oracle_tie_fraction"] <= 1
+    # rankings of the candidates against their true return (absent where the sparse maze reward tied them all)
+    for key in ("oracle_energy_rank_corr", "oracle_critic_rank_corr", "oracle_interval_rank_corr"):
+        assert -1 <= oracle.get(key, 0.0) <= 1
     assert entry["behavior_data_mean"] is not None and entry["capped"] is True
     assert any("waypoint controller" in n for n in entry["notes"])

@@ -168,7 +168,7 @@ def test_smoke_grid_sweep_rows_and_shared_stages(ray_local, maze_file, tmp_path,
         assert len(client.get_metric_history(r.info.run_id, "train_loss")) >= 2  # energy, at least
         assert "normalized_score" in r.data.metrics
     # --logger wandb, offline: a run per trial under <storage>/wandb, the same params and curves
-    runs = wandb_offline_runs(storage / "wandb")
+    runs = wandb_offline_runs(storage / "wandb", expect=4)
     assert len(runs) == 4, [r["file"] for r in runs]
     got = sorted(((r["config"].get("beta"), r["config"].get("energy_loss")) for r in runs), key=str)
     assert got == [(1.0, "contrastive"), (1.0, "emse"), (3.0, "contrastive"), (3.0, "emse")], [

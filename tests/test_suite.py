@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name,scale,points,seeds", [
-    ("figure5", "small", 12, 3),   # default + L{1,2,4} + H{12,48} + beta{0,1,10,100} + K{10,50}
+    ("figure5", "small", 13, 3),   # default + L{1,2,4} + H{12,48} + beta{0,0.03,0.1,0.3,100} + K{10,50}
     ("figure5", "paper", 12, 5),
     ("figure3", "small", 24, 3),   # 4 datasets (2 per family) x 6 modeling selections
     ("figure3", "smoke", 12, 1),
