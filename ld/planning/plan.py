@@ -19,8 +19,9 @@ decoded plan; the energy model f_eta is not involved):
 - `critic`: the highest Q(s_t, a_1) of an IQL critic fitted on the data (`ld.stages.critic`), where a_1 is the
   candidate's first action as executed (the `planning.execution` pair at plan step 0) and s_t the real state:
   IDQL's selection. It ranks what will actually be executed from where the robot actually is, instead of the
-  return the candidate's latent claims (bench/RESULTS.md: -E ranks the prior's candidates no better than
-  chance).
+  return the candidate's latent claims (-E ranks the prior's candidates no better than chance). Measured at
+  `small`, it does not help either: its ranking is about as uninformative (bench/RESULTS.md, "The prior was
+  undertrained; selection by an IQL critic does not help").
 
 Execution (`planning.execution`): the pair the inverse dynamics f sees, for plan step i (0 at the decision)
 and the real state s_t:
