@@ -56,14 +56,20 @@ def _scores(df: pd.DataFrame, variant: str) -> pd.DataFrame:
     return df[_is(df, variant)].sort_values(["seed", "episode"])
 
 
+def episode_diffs(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Per matching (seed, episode): the score difference a - b (`diff`); episode i of both starts alike."""
+    m = a.merge(b, on=["seed", "episode"], suffixes=("_a", "_b"))
+    return m.assign(diff=m["normalized_score_a"] - m["normalized_score_b"])[["seed", "episode", "diff"]]
+
+
 def paired(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     """Paired difference a - b over matching (seed, episode), pooled and per seed."""
-    m = a.merge(b, on=["seed", "episode"], suffixes=("_a", "_b"))
-    diff = (m["normalized_score_a"] - m["normalized_score_b"]).to_numpy()
+    m = episode_diffs(a, b)
+    diff = m["diff"].to_numpy()
     lo, hi = bootstrap_ci(diff, reps=5000)
     per_seed = {}
     for seed, g in m.groupby("seed"):
-        d = (g["normalized_score_a"] - g["normalized_score_b"]).to_numpy()
+        d = g["diff"].to_numpy()
         slo, shi = bootstrap_ci(d, reps=5000)
         per_seed[int(seed)] = {"mean": round(float(d.mean()), 2), "ci95": [round(slo, 2), round(shi, 2)]}
     return {"mean": float(diff.mean()) if len(diff) else float("nan"), "ci95": [lo, hi], "n": int(len(diff)),
@@ -119,11 +125,7 @@ def average(mains: dict[str, pd.DataFrame]) -> dict:
     for other, name in (("prior", "guided_minus_prior"), ("bc", "guided_minus_bc")):
         if not all(len(g) for g in scores[other]):
             continue
-        diffs = []
-        for a, b in zip(scores["latentdiffuser"], scores[other]):
-            m = a.merge(b, on=["seed", "episode"], suffixes=("_a", "_b"))
-            diffs.append(m["normalized_score_a"] - m["normalized_score_b"])
-        m, lo, hi = task_mean_ci(diffs)
+        m, lo, hi = task_mean_ci([episode_diffs(a, b)["diff"] for a, b in zip(scores["latentdiffuser"], scores[other])])
         out[name] = {"mean": round(m, 2), "ci95": [round(lo, 2), round(hi, 2)], "beyond_ci": bool(lo > 0)}
     return out
 

@@ -293,9 +293,9 @@ class OraclePolicy(_Cloning):
         self.critic = critic  # an IQLCritic (environment units), or None
         self.ties = 0
         self.choices = 0
-        self.rank_corr: list[float] = []  # per decision: Spearman of -E (decoded) and the true return
-        self.critic_corr: list[float] = []  # the same for the critic's Q(s_t, first action)
-        self.interval_corr: list[float] = []  # the same for the true return of the executed interval alone
+        # per decision, Spearman of the true return with: -E (decoded), the critic's Q(s_t, first action), the
+        # true return of the executed interval alone (the row columns `oracle_<name>_rank_corr`)
+        self.rank_corr: dict[str, list[float]] = {name: [] for name in RANK_SCORES}
 
     def plan_for(self, obs: np.ndarray, ids: np.ndarray) -> Plan:
         t0 = time.perf_counter()
@@ -331,17 +331,22 @@ class OraclePolicy(_Cloning):
             with torch.no_grad():
                 Q = self.critic(torch.as_tensor(np.repeat(obs, N, 0), dtype=torch.float32),
                                 torch.as_tensor(plan.actions, dtype=torch.float32)).numpy().reshape(B, N)
-        for b in range(B):  # do the decoded energy and the critic rank the candidates as their real outcome does?
-            self.rank_corr += spearman(R[b], -E[b])
-            if Q is not None:
-                self.critic_corr += spearman(R[b], Q[b])
-            if H > self.interval:
-                self.interval_corr += spearman(R[b], ret_interval.reshape(B, N)[b])
+        scores = {"energy": -E, "critic": Q, "interval": ret_interval.reshape(B, N) if H > self.interval else None}
+        for name, sc in scores.items():  # does each rank the candidates as their real outcome does?
+            if sc is not None:
+                self.rank_corr[name] += [c for b in range(B) for c in spearman(R[b], sc[b])]
         self.choices += B
         rows = np.arange(B) * N + best
         sel = torch.as_tensor(rows, device=plan.states.device)
         return Plan(actions=plan.actions[rows], states=plan.states[sel], predicted_return=plan.predicted_return[rows],
                     energy=plan.energy[rows], milliseconds=(time.perf_counter() - t0) * 1000.0)
+
+
+RANK_SCORES = ("energy", "critic", "interval")  # what the oracle checks against the candidates' true return
+
+
+def rank_column(score: str) -> str:
+    return f"oracle_{score}_rank_corr"
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> list[float]:
@@ -421,9 +426,7 @@ def run_seed(spec: str, seed: int, args, notes: list[str]) -> pd.DataFrame:
                            args.oracle_ties, critic=critic)
         out = _frame(evaluate(pol, ds.info, ep, seed, cap, progress, desc="eval[oracle]"), "prior_oracle", seed)
         return out.assign(oracle_tie_fraction=pol.ties / max(1, pol.choices),
-                          oracle_energy_rank_corr=float(np.mean(pol.rank_corr)) if pol.rank_corr else np.nan,
-                          oracle_critic_rank_corr=float(np.mean(pol.critic_corr)) if pol.critic_corr else np.nan,
-                          oracle_interval_rank_corr=float(np.mean(pol.interval_corr)) if pol.interval_corr else np.nan)
+                          **{rank_column(k): float(np.mean(v)) if v else np.nan for k, v in pol.rank_corr.items()})
 
     # "-qi": the oracle also ranks by the critic and the interval (files written before lack those columns)
     tag = f"oracle{args.candidates}-{args.oracle_horizon}-{args.oracle_ties}-qi"
@@ -462,7 +465,7 @@ def describe(g: pd.DataFrame, behavior: Optional[float]) -> dict:
         out["gap_to_behavior_data"] = round(float(behavior - x.mean()), 2)
     if "oracle_tie_fraction" in g and g["oracle_tie_fraction"].notna().any():
         out["oracle_tie_fraction"] = round(float(g["oracle_tie_fraction"].mean()), 3)
-    for col in ("oracle_energy_rank_corr", "oracle_critic_rank_corr", "oracle_interval_rank_corr"):
+    for col in map(rank_column, RANK_SCORES):
         if col in g and g[col].notna().any():
             out[col] = round(float(g[col].mean()), 3)
     return out

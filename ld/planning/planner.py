@@ -59,9 +59,9 @@ class Planner:
             q = critic_stage.load(artifacts[dag.CRITIC.name]).to(self.device)
             # the codec's normalized (s, a) -> environment units, as affine constants made once (a CUDA graph
             # captures the call: no host-to-device copies inside it)
-            aff = {f: [torch.as_tensor(v, dtype=torch.float32, device=self.device)
-                       for v in (self.normalizer[f].std, self.normalizer[f].mean)] for f in ("states", "actions")}
-            (ss, sm), (as_, am) = aff["states"], aff["actions"]
+            ns, na = self.normalizer["states"], self.normalizer["actions"]
+            ss, sm, as_, am = (torch.as_tensor(v, dtype=torch.float32, device=self.device)
+                               for v in (ns.std, ns.mean, na.std, na.mean))
             self.critic = lambda s, a: q(s * ss + sm, a * as_ + am)
 
     def tail_kwargs(self, u: Optional[torch.Tensor]) -> dict:

@@ -288,8 +288,8 @@ def describe() -> str:
     """The declared DAG as a Markdown table (docs/stages.md is this text)."""
     lines = ["| stage | role | selection | upstream | trains | version | reads (key) | what |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    extra = {BC.name: "bc baseline", CRITIC.name: "selection by critic"}  # stages outside the modeling selections
     for s in ALL_STAGES:
-        extra = {BC.name: "bc baseline", CRITIC.name: "selection by critic"}
         sel = extra[s.name] if s.name in extra else ", ".join(m for m, v in SELECTIONS.items() if s in vars(v).values())
         lines.append(f"| `{s.name}` | {s.role} | {sel} | {', '.join(s.upstream) or '-'} | "
                      f"{'yes' if s.trains else 'no (rank 0 only)'} | {s.version} | "
