@@ -64,7 +64,7 @@ from ld.analysis.stats import bootstrap_ci
 from ld.config import Config, resolve
 from ld.data import load_dataset
 from ld.data.types import DataError, DatasetInfo
-from ld.data.windows import reward_to_go
+from ld.data.windows import episode_returns
 from ld.evaluation.clone import copy_state, scratch_env
 from ld.evaluation.rollout import evaluate
 from ld.pipeline import evaluate_trial, planner_variants, setup_torch, train_stages, trial_id
@@ -257,7 +257,7 @@ class CodecCeilingPolicy(_Cloning):
                 terminal = bool(te)
                 break
         beh.restore(keep if keep is not None else beh.snapshot())
-        g = reward_to_go(np.asarray(rewards), cfg.gamma, terminal)
+        g = episode_returns(np.asarray(rewards), cfg.gamma, terminal, cfg.return_bootstrap)
         n = min(T, len(states))
         S = np.repeat(np.asarray(states[n - 1])[None], T, 0)
         S[:n] = states[:n]

@@ -206,6 +206,11 @@ class Config(_Strict):
     temperature: float = Field(0.5, ge=0, le=1, description="alpha, low-temperature sampling (paper: 0.5)")
     support_size: int = Field(16, gt=1, description="M support latents per initial state (paper: 16 / 32)")
     gamma: float = Field(0.99, gt=0, le=1, description="discount of the reward-to-go G_t")
+    return_bootstrap: Literal["none", "tail_mean"] = Field(
+        "none", description="what G_t counts past the end of an episode cut by a time limit or the end of the "
+        "data (never past a terminal): none = nothing, so G falls with time-to-go near the cut, which the state "
+        "does not show (Diffuser, TAP); tail_mean = the episode's mean reward over its last 1 / (1 - gamma) "
+        "steps, forever, i.e. that mean / (1 - gamma): the same behavior going on at its recent pace")
     support_from: Literal["cfg", "mu"] = Field(
         "cfg", description="the prior the support latents are drawn from: cfg = with the trial's classifier-free "
         "guidance w (ld's choice so far); mu = w = 1, the conditional prior itself, the behavior distribution "
@@ -230,6 +235,11 @@ class Config(_Strict):
                 f"horizon ({self.horizon}) must be a multiple of latent_step ({self.latent_step}); "
                 f"allowed latent_step values for this horizon: "
                 f"{[d for d in range(1, self.horizon + 1) if self.horizon % d == 0]}"
+            )
+        if self.return_bootstrap != "none" and self.gamma >= 1:
+            raise ValueError(
+                f"return_bootstrap={self.return_bootstrap} needs gamma < 1 (an undiscounted tail is infinite); "
+                f"set gamma below 1 or return_bootstrap=none"
             )
         if self.sampler.steps is not None and self.sampler.steps > self.diffusion_steps and (
             "steps" in self.sampler.model_fields_set

@@ -48,6 +48,8 @@ def test_yaml_file_then_sets(tmp_path):
         (["seed=abc"], "seed"),
         (["sampler.steps=500"], "sampler.steps (500) cannot exceed diffusion_steps"),
         (["vae.n_heads=3"], "must divide vae.embed_dim"),
+        (["return_bootstrap=td"], "return_bootstrap: Input should be 'none' or 'tail_mean'"),
+        (["return_bootstrap=tail_mean", "gamma=1"], "return_bootstrap=tail_mean needs gamma < 1"),
     ],
 )
 def test_bad_values_name_the_field(sets, needle):

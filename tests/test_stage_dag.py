@@ -117,6 +117,7 @@ def test_key_follows_declared_reads_and_nothing_else(tiny, tmp_path):
     cfg = _cfg()
     key = dag.VAE.key(cfg, inputs)
     assert dag.VAE.key(_cfg(vae={"steps": 31}), inputs) != key
+    assert dag.VAE.key(_cfg(return_bootstrap="tail_mean"), inputs) != key  # the windows' G are its targets
     assert dag.VAE.key(_cfg(beta=10.0, temperature=1.0), inputs) == key  # not the VAE's business
     assert dag.VAE.key(cfg.model_copy(update={"seed": 1}), inputs) != key
 

@@ -165,3 +165,68 @@ def test_eval_key_covers_what_decides_the_episodes(tiny, tmp_path):
     assert reuse.eval_key(cfg, "prior", arts, "cuda")[0] != base
     bc = reuse.eval_key(cfg, "bc", arts, "cpu")[0]
     assert bc != base and reuse.eval_key(_cfg(tiny, guidance_scale=1.5), "bc", arts, "cpu")[0] == bc
+
+
+def test_separate_inverse_dynamics_trains_first_then_stays_frozen(tiny, tmp_path):
+    """The paper's separate inverse-dynamics loop (`vae.id_steps`) runs before the VAE and f is frozen while the
+    VAE trains, so the decoder learns to place states where the f that planning executes reads the right action:
+    the saved f is exactly what the separate loop produced, and the VAE loss still moved the decoder."""
+    from ld.stages import vae as vae_stage
+    from ld.stages.artifact import ArtifactWriter
+    from ld.stages.common import StageInputs
+    from ld.stages.data import training_data
+
+    cfg = _cfg(tiny, vae={"steps": 30, "id_steps": 40, "id_batch_size": 8})
+    inputs = StageInputs(dataset=tiny, store=None, progress=False)
+    (tmp_path / "vae").mkdir()
+    vae_stage.produce_vae(cfg, inputs, ArtifactWriter(tmp_path / "vae"))
+    saved = torch.load(tmp_path / "vae" / "model.pt", weights_only=True)
+
+    data = training_data(cfg, inputs)
+    torch.manual_seed(cfg.seed)  # the stage's initialization, then the separate loop alone
+    model = vae_stage.build_model(vae_stage._arch(cfg, data.obs_dim, data.act_dim))
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    vae_stage.train_inverse_dynamics(model.inverse_dynamics, data, cfg, inputs)
+    f_only = {k: v for k, v in model.state_dict().items() if k.startswith("inverse_dynamics.")}
+    assert f_only and all(not torch.equal(v, init[k]) for k, v in f_only.items())
+    assert all(torch.equal(saved[k], v) for k, v in f_only.items()), "f moved during VAE training"
+    decoder = [k for k in saved if not k.startswith("inverse_dynamics.") and saved[k].is_floating_point()]
+    assert any(not torch.equal(saved[k], init[k]) for k in decoder)
+
+
+def test_separate_inverse_dynamics_resumes_each_loop_from_its_own_checkpoint(tiny, tmp_path):
+    """Both loops of that stage checkpoint under one stage key. Killed in the VAE loop, the stage reruns the
+    (seeded) inverse-dynamics loop, which must not load the VAE's state, and resumes the VAE where it stopped,
+    bit for bit."""
+    import copy
+
+    from ld.stages import vae as vae_stage
+    from ld.stages.artifact import ArtifactWriter
+    from ld.stages.common import StageInputs
+    from ld.stages.training import TrainHooks, training_hooks
+
+    cfg = _cfg(tiny, vae={"steps": 30, "id_steps": 40, "id_batch_size": 8})
+    inputs = StageInputs(dataset=tiny, store=None, progress=False)
+
+    def run(name, hooks=None):
+        (tmp_path / name).mkdir()
+        with training_hooks(hooks):
+            vae_stage.produce_vae(cfg, inputs, ArtifactWriter(tmp_path / name))
+        return torch.load(tmp_path / name / "model.pt", weights_only=True)
+
+    full = run("full")
+    saved, seen = {}, []
+
+    def kill_in_the_vae_loop(step):
+        seen.append(step)
+        if step == 23 and seen.count(23) == 2:  # the second loop's step 23
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        run("killed", TrainHooks(checkpoint_every=10, save=lambda s: saved.update(copy.deepcopy(s)),
+                                 on_step=kill_in_the_vae_loop))
+    assert saved["desc"] == "vae" and saved["step"] == 20
+    hooks = TrainHooks(checkpoint_every=10, save=lambda s: None, restore=lambda: saved)
+    resumed = run("resumed", hooks)
+    assert hooks.resumed_from == [20]
+    assert all(torch.equal(full[k], resumed[k]) for k in full)

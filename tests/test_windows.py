@@ -11,7 +11,7 @@ import torch
 from ld.data.fingerprint import fingerprint
 from ld.data.normalizer import DatasetNormalizer, Normalizer
 from ld.data.types import DataError
-from ld.data.windows import WindowIndex, initial_states, make_windows, reward_to_go
+from ld.data.windows import WindowIndex, episode_returns, initial_states, make_windows, reward_to_go
 
 torch.set_num_threads(1)
 
@@ -24,6 +24,31 @@ def test_reward_to_go_exact():
     np.testing.assert_allclose(reward_to_go(r, 0.5, terminal=False, bootstrap=8.0), [3.75, 5.5, 7.0])
     np.testing.assert_allclose(reward_to_go(r, 0.5, terminal=True, bootstrap=8.0), [2.75, 3.5, 3.0])
     assert reward_to_go(np.zeros(0), 0.9, True).shape == (0,)
+
+
+def test_return_bootstrap_rules():
+    r = np.array([1.0, 2.0, 3.0])
+    # none: nothing past the cut; a terminal episode is never bootstrapped, whatever the rule
+    np.testing.assert_allclose(episode_returns(r, 0.5, False, "none"), reward_to_go(r, 0.5, False))
+    np.testing.assert_allclose(episode_returns(r, 0.5, True, "tail_mean"), [2.75, 3.5, 3.0])
+    # tail_mean at gamma 0.5: the last ceil(1 / 0.5) = 2 rewards average 2.5, worth 2.5 / 0.5 = 5 past the cut
+    np.testing.assert_allclose(episode_returns(r, 0.5, False, "tail_mean"),
+                               reward_to_go(r, 0.5, False, bootstrap=5.0))
+    # a stationary reward is valued exactly: G_t = r / (1 - gamma) at every step, up to the cut
+    np.testing.assert_allclose(episode_returns(np.full(400, 2.0), 0.99, False, "tail_mean"), 200.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="allowed: none, tail_mean"):
+        episode_returns(r, 0.5, False, "td")
+    with pytest.raises(ValueError, match="gamma < 1"):
+        episode_returns(r, 1.0, False, "tail_mean")
+
+
+def test_window_index_bootstraps_only_cut_episodes(tiny_ds):
+    # episode 0 ends in a terminal (r = 1, 2, 3), episode 1 is cut by a time limit (r = 10, 20)
+    plain, boot = WindowIndex(tiny_ds, 2, 0.5), WindowIndex(tiny_ds, 2, 0.5, "tail_mean")
+    np.testing.assert_array_equal(boot.returns[:3], plain.returns[:3])
+    # episode 1's tail mean (10 + 20) / 2 = 15 is worth 30 past the cut: G = 20 + 0.5 * 30, 10 + 0.5 * 35
+    np.testing.assert_allclose(boot.returns[3:], [27.5, 35.0])
+    np.testing.assert_allclose(plain.returns[3:], [20.0, 20.0])
 
 
 def test_windows_padding_and_mask(tiny_ds):

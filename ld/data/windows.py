@@ -9,7 +9,10 @@ transitions at T=32 -- so the trainer should sample minibatches from a `WindowIn
 (`sample(batch_size, rng)` or `batch(idx)`).
 
 Returns: G_t = sum_{i>=t} gamma^(i-t) r_i over the *whole episode* (not truncated at the window end).
-For a time-limit / truncated episode nothing is bootstrapped past its end by default (bootstrap=0.0).
+Past the end of an episode cut by a time limit or by the end of the data, `episode_returns` adds what the
+`return_bootstrap` rule says the cut future was worth: nothing (`none`, Diffuser's and TAP's reading), or
+(`tail_mean`) the episode's mean reward over its last 1 / (1 - gamma) steps, kept up forever. Without it, G in
+the last few hundred steps of every 1000-step episode falls with time-to-go, which the state does not show.
 
 Padding (episodes shorter than T and windows running past an episode's end), for steps t >= n:
   - state  = the episode's last observation repeated,
@@ -46,6 +49,26 @@ def reward_to_go(rewards: np.ndarray, gamma: float, terminal: bool, bootstrap: f
     return g.astype(np.float32)
 
 
+RETURN_BOOTSTRAPS = ("none", "tail_mean")
+
+
+def episode_returns(rewards: np.ndarray, gamma: float, terminal: bool, rule: str = "none") -> np.ndarray:
+    """G_t of one episode under a `return_bootstrap` rule (see the module docstring); a terminal episode
+    is never bootstrapped. `tail_mean` values the cut future at mean(r over the last ceil(1 / (1 - gamma))
+    steps) / (1 - gamma): a dataset-only estimate (no learned value), exact when the behavior keeps its
+    recent per-step reward, and for a stationary gait close to it."""
+    if rule not in RETURN_BOOTSTRAPS:
+        raise ValueError(f"unknown return_bootstrap {rule!r}; allowed: {', '.join(RETURN_BOOTSTRAPS)}")
+    r = np.asarray(rewards, dtype=np.float64).reshape(-1)
+    bootstrap = 0.0
+    if rule == "tail_mean" and not terminal and r.size:
+        if gamma >= 1:
+            raise ValueError("return_bootstrap=tail_mean needs gamma < 1 (an undiscounted tail is infinite)")
+        k = int(np.ceil(1.0 / (1.0 - gamma)))
+        bootstrap = float(r[-k:].mean()) / (1.0 - gamma)
+    return reward_to_go(r, gamma, terminal, bootstrap)
+
+
 @dataclass
 class Windows:
     """Materialized windows (all arrays share the leading dimension W)."""
@@ -68,7 +91,7 @@ class WindowIndex:
 
     FIELDS = ("states", "actions", "rewards", "returns", "mask", "valid", "episode_index", "start")
 
-    def __init__(self, ds: EpisodeDataset, horizon: int, gamma: float):
+    def __init__(self, ds: EpisodeDataset, horizon: int, gamma: float, return_bootstrap: str = "none"):
         if horizon < 1:
             raise DataError(f"window horizon must be >= 1, got {horizon}")
         if not 0.0 <= gamma <= 1.0:
@@ -77,6 +100,7 @@ class WindowIndex:
             raise DataError(f"dataset '{ds.info.name}' has no episodes")
         self.horizon = int(horizon)
         self.gamma = float(gamma)
+        self.return_bootstrap = return_bootstrap
         eps = ds.episodes
         self.ep_len = np.array([len(e) for e in eps], dtype=np.int64)
         self.ep_offset = np.concatenate([[0], np.cumsum(self.ep_len)[:-1]]).astype(np.int64)
@@ -84,7 +108,8 @@ class WindowIndex:
         self.states = np.concatenate([np.asarray(e.observations, np.float32) for e in eps])
         self.actions = np.concatenate([np.asarray(e.actions, np.float32) for e in eps])
         self.rewards = np.concatenate([np.asarray(e.rewards, np.float32) for e in eps])
-        self.returns = np.concatenate([reward_to_go(e.rewards, gamma, e.terminal) for e in eps])
+        self.returns = np.concatenate([episode_returns(e.rewards, gamma, e.terminal, return_bootstrap)
+                                       for e in eps])
         # One window per transition: (episode, start).
         self.episode_index = np.repeat(np.arange(len(eps), dtype=np.int64), self.ep_len)
         self.start = np.arange(self.states.shape[0], dtype=np.int64) - self.ep_offset[self.episode_index]

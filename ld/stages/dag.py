@@ -48,10 +48,11 @@ WINDOWS = ("ld.stages.data", "ld.data.windows", "ld.data.normalizer")
 
 VAE = Stage(
     name=vae.NAME, role="codec", trains=True, upstream=(),
-    reads=("modeling", "latent_step", "horizon", "gamma", "vae"),
+    reads=("modeling", "latent_step", "horizon", "gamma", "return_bootstrap", "vae"),
     # 2: r and G are reconstructed from (s_1, z) by the decoder (was: a value head on the true (s, a))
     # 3: the reconstruction covers the decoded actions f(s_hat_t, s_hat_t+1) (the paper's a_hat_t)
-    version=3,
+    # 4: `return_bootstrap`; the separate inverse-dynamics loop (vae.id_steps) runs first and f is frozen
+    version=4,
     code=("ld.stages.vae", "ld.stages.codec", "ld.models.vae", "ld.models.transformer", "ld.models.mlp",
           *WINDOWS, *TRAINING),
     produce=vae.produce_vae,
@@ -59,9 +60,9 @@ VAE = Stage(
 )
 RAW_DYNAMICS = Stage(
     name=vae.RAW_NAME, role="codec", trains=True, upstream=(),
-    reads=("horizon", "gamma", "vae.id_hidden", "vae.id_layers", "vae.value_hidden", "vae.value_layers",
-           "vae.lr", "vae.batch_size", "vae.steps"),
-    version=2,
+    reads=("horizon", "gamma", "return_bootstrap", "vae.id_hidden", "vae.id_layers", "vae.value_hidden",
+           "vae.value_layers", "vae.lr", "vae.batch_size", "vae.steps"),
+    version=3,  # 3: `return_bootstrap`
     code=("ld.stages.vae", "ld.stages.codec", "ld.models.mlp", *WINDOWS, *TRAINING),
     produce=vae.produce_raw_dynamics,
     summary="raw selection: no latent; inverse dynamics and reward/return heads on raw windows",
@@ -71,7 +72,8 @@ _PRIOR = dict(
     role="prior", trains=True, upstream=("codec",), reads=("diffusion_steps", "prior"),
     # 2: the standardizer records the data range used to clip x0 predictions; 3: targets encoded with the mask
     # 4: `model` is an EMA of the weights (prior.ema_decay, default 0.995), the last weights are `model_online`
-    version=4,
+    # 5: its windows' G follow `return_bootstrap` (read through the codec's key; unchanged at `none`)
+    version=5,
     code=("ld.stages.prior", "ld.models.unet", "ld.diffusion.schedule", "ld.diffusion.losses", *WINDOWS,
           *TRAINING),
     produce=prior.produce,
@@ -83,7 +85,7 @@ RAW_PRIOR = Stage(name="raw_prior", **_PRIOR)
 _SUPPORT = dict(
     role="support", trains=False, upstream=("prior",),
     reads=("support_size", "max_support_states", "guidance_scale", "support_from"),
-    version=2,  # 2: `support_from` (mu: w = 1)
+    version=3,  # 2: `support_from` (mu: w = 1); 3: windows keyed by `return_bootstrap` (unchanged at `none`)
     code=("ld.stages.support", "ld.diffusion.guided", "ld.diffusion.samplers", "ld.diffusion.schedule",
           "ld.stages.data"),
     produce=support.produce,

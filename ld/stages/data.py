@@ -1,7 +1,7 @@
 """The training view of a dataset: lazy windows of length T, normalized, as torch minibatches.
 
-Built once per (dataset, horizon, gamma) in a process and memoized in `StageInputs.cache`, so the stages
-of one trial share the windows and the normalizer fitted on them.
+Built once per (dataset, horizon, gamma, return_bootstrap) in a process and memoized in `StageInputs.cache`,
+so the stages of one trial share the windows and the normalizer fitted on them.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ class TrainingData:
 
 
 def training_data(cfg: Config, inputs) -> TrainingData:
-    key = ("training_data", inputs.dataset.fingerprint, cfg.horizon, cfg.gamma)
+    key = ("training_data", inputs.dataset.fingerprint, cfg.horizon, cfg.gamma, cfg.return_bootstrap)
     if key not in inputs.cache:
-        index = WindowIndex(inputs.dataset, cfg.horizon, cfg.gamma)
+        index = WindowIndex(inputs.dataset, cfg.horizon, cfg.gamma, cfg.return_bootstrap)
         inputs.cache[key] = TrainingData(index, DatasetNormalizer.fit(index))
     return inputs.cache[key]

@@ -9,6 +9,9 @@ planner see the same units.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import numpy as np
 import torch
 
@@ -18,7 +21,7 @@ from ld.stages.artifact import Artifact, ArtifactWriter
 from ld.stages.codec import LatentCodec, RawCodec, RawDynamics
 from ld.stages.common import StageInputs
 from ld.stages.data import training_data
-from ld.stages.training import train_loop
+from ld.stages.training import current_hooks, train_loop
 
 NAME = "vae"
 RAW_NAME = "raw_dynamics"
@@ -76,6 +79,27 @@ def train_inverse_dynamics(net: torch.nn.Module, data, cfg: Config, inputs: Stag
                       log_every=cfg.train.log_every, progress=inputs.progress)
 
 
+@contextlib.contextmanager
+def _own_checkpoints(desc: str) -> Iterator[None]:
+    """The stage's two loops (inverse dynamics, then the VAE) checkpoint under one stage key: each resumes
+    only from a state its own loop saved (by the state's `desc`); an earlier loop reruns, seeded, instead."""
+    hooks = current_hooks()
+    if hooks is None or hooks.restore is None:
+        yield
+        return
+    restore = hooks.restore
+
+    def own() -> dict | None:
+        state = restore()
+        return state if state is not None and state.get("desc") == desc else None
+
+    hooks.restore = own
+    try:
+        yield
+    finally:
+        hooks.restore = restore
+
+
 def _save_codec(out: ArtifactWriter, model: torch.nn.Module, arch: dict, data, result) -> None:
     out.save("model", {k: v.cpu() for k, v in model.state_dict().items()})
     out.save_json("arch", arch)
@@ -86,23 +110,32 @@ def _save_codec(out: ArtifactWriter, model: torch.nn.Module, arch: dict, data, r
 
 def produce_vae(cfg: Config, inputs: StageInputs, out: ArtifactWriter) -> None:
     """The latent codec: the trajectory VAE (tokens (s, a, r, G), or (s, a) for the skill selection) with
-    its inverse dynamics, trained jointly or, with `vae.id_steps`, in the paper's separate loop."""
+    its inverse dynamics f, trained jointly or, with `vae.id_steps`, in the paper's separate loop.
+
+    The separate loop runs *first*, and f is then frozen while the VAE trains: the decoded-action term
+    f(s_hat_t, s_hat_t+1) ~ a_t then teaches the decoder to place its states where the f that planning
+    executes reads the right action. (Fine-tuning f after the VAE, as before version 4, replaced the f the
+    decoder had co-adapted with by one it never saw.)"""
     data = training_data(cfg, inputs)
     torch.manual_seed(cfg.seed)
     arch = _arch(cfg, data.obs_dim, data.act_dim)
     model = build_model(arch).to(inputs.device)
     vc = cfg.vae
     separate_id = vc.id_steps is not None
+    if separate_id:
+        with _own_checkpoints("inverse_dynamics"):
+            id_result = train_inverse_dynamics(model.inverse_dynamics, data, cfg, inputs)
+        out.metrics.update({f"inv_dyn_{k}": v for k, v in id_result.summary().items()})
+        model.inverse_dynamics.requires_grad_(False)
 
     def loss_fn(step, rng, gen):
         batch = data.batch(rng.integers(0, data.n, vc.batch_size), inputs.device)
         return model.loss(batch, generator=gen, inverse_dynamics=not separate_id)
 
-    result = train_loop(model, loss_fn, steps=vc.steps, lr=vc.lr, seed=cfg.seed, desc=NAME,
-                        log_every=cfg.train.log_every, progress=inputs.progress)
-    if separate_id:
-        id_result = train_inverse_dynamics(model.inverse_dynamics, data, cfg, inputs)
-        out.metrics.update({f"inv_dyn_{k}": v for k, v in id_result.summary().items()})
+    with _own_checkpoints(NAME) if separate_id else contextlib.nullcontext():
+        result = train_loop(model, loss_fn, steps=vc.steps, lr=vc.lr, seed=cfg.seed, desc=NAME,
+                            log_every=cfg.train.log_every, progress=inputs.progress)
+    model.inverse_dynamics.requires_grad_(True)
     _save_codec(out, model, arch, data, result)
 
 
