@@ -23,6 +23,8 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ld.data.families import task_family
+
 PRESETS = ("smoke", "small", "paper")
 
 
@@ -381,10 +383,19 @@ def _explain(err: ValidationError) -> str:
 
 
 def build(overrides: dict[str, Any] | None = None, preset_name: str | None = None) -> Config:
-    """Defaults <- preset <- overrides, validated."""
+    """Defaults <- preset <- the preset's layer for the dataset's task family <- overrides, validated.
+
+    A preset's `families:` maps a task family (`ld.data.families.task_family` of `dataset`) to settings that
+    differ by family, e.g. `small` trains the maze's prior shorter than locomotion's; whatever the user sets
+    (file, `--set`, a sweep axis) still wins, and the resolved values are what the trial records."""
     layers: dict[str, Any] = {}
     if preset_name:
         layers = preset(preset_name)
+    by_family = layers.pop("families", None) or {}
+    overrides = overrides or {}
+    if by_family:
+        dataset = overrides.get("dataset", layers.get("dataset", Config.model_fields["dataset"].default))
+        layers = deep_merge(layers, by_family.get(task_family(str(dataset)), {}))
     if overrides:
         layers = deep_merge(layers, overrides)
     try:

@@ -91,3 +91,19 @@ def test_flat_names_match_sweep_axes():
                  "support_size", "modeling", "energy.target", "energy.loss", "sampler.name", "sampler.steps",
                  "seed", "dataset"):
         assert axis in flat
+
+
+def test_a_preset_layer_per_task_family(monkeypatch):
+    """A preset's `families:` layer applies to the datasets of that family, under whatever the user sets."""
+    import ld.config as C
+
+    real = C.preset
+    monkeypatch.setattr(C, "preset", lambda name: {**real(name), "families": {"maze": {"prior": {"steps": 7}}}})
+    maze = build({"dataset": "builtin:pointmaze-umaze"}, "small")
+    hop = build({"dataset": "builtin:hopper-medium-expert"}, "small")
+    assert maze.prior.steps == 7 and hop.prior.steps == real("small")["prior"]["steps"]
+    assert build(None, "small").prior.steps == 7  # the default dataset is the maze
+    assert build({"dataset": "minari:D4RL/pointmaze/medium-v2"}, "small").prior.steps == 7
+    assert build({"dataset": "builtin:pointmaze-umaze", "prior": {"steps": 9}}, "small").prior.steps == 9
+    assert resolve(preset_name="small", sets=["dataset=builtin:pointmaze-umaze", "prior.steps=11"]).prior.steps == 11
+    assert maze.prior.dim == hop.prior.dim  # the family layer is merged, not a replacement of the section

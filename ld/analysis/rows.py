@@ -4,11 +4,12 @@ here, so a bar and the finding read off it always count the same runs."""
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
 from ld.analysis.io import ResultsError
+from ld.data.families import task_family  # noqa: F401  (re-exported: ld.analysis.task_family)
 
 METHOD = "latentdiffuser"
 FIGURE5_AXES = ("latent_step", "horizon", "beta", "diffusion_steps")
@@ -54,20 +55,6 @@ def selection_label(row: pd.Series | dict) -> str:
     if row["energy.loss"] == "mse":
         return "MSE"
     return "latent actions"
-
-
-def task_family(dataset_name: str, env_id: Optional[str] = None) -> str:
-    """locomotion | maze | adroit | kitchen | other, from the env id (or the dataset name)."""
-    s = f"{env_id or ''} {dataset_name or ''}".lower()
-    if "maze" in s:
-        return "maze"
-    if any(k in s for k in ("halfcheetah", "hopper", "walker", "ant", "humanoid", "swimmer")):
-        return "locomotion"
-    if any(k in s for k in ("pen", "hammer", "door", "relocate", "adroit")):
-        return "adroit"
-    if "kitchen" in s:
-        return "kitchen"
-    return "other"
 
 
 def with_selection(df: pd.DataFrame) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from ld.config import flatten
 from ld.distributed.paths import trial_file_name
 
 
@@ -79,7 +80,10 @@ def coverage(suite, df: pd.DataFrame, scale: Optional[str] = None) -> Coverage:
             flats = [t.config.flat() for t in trials]
             keys = [k for k in flats[0] if not k.startswith("train.") and k in df.columns]
             if mode == "varying":
-                keys = [k for k in keys if len({_norm(f[k]) for f in flats}) > 1] or ["seed"]
+                # the fields the suite's axes set (and the seed), where they vary; not those that follow from an
+                # axis, e.g. a preset's per-family prior length that changes with the `dataset` axis
+                varied = {k for t in trials for k in flatten(t.overrides)} | {"seed"}
+                keys = [k for k in keys if k in varied and len({_norm(f[k]) for f in flats}) > 1] or ["seed"]
             hit, used = _match(trials, observed, keys)
             if best is None or len(hit) > len(best[2]):
                 best = (s, trials, hit, used, mode)
