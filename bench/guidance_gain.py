@@ -122,10 +122,11 @@ def average(mains: dict[str, pd.DataFrame]) -> dict:
         if all(len(g) for g in scores[v]):
             m, lo, hi = task_mean_ci([g["normalized_score"] for g in scores[v]])
             out[name] = {"mean": round(m, 2), "ci95": [round(lo, 2), round(hi, 2)]}
-    for other, name in (("prior", "guided_minus_prior"), ("bc", "guided_minus_bc")):
-        if not all(len(g) for g in scores[other]):
+    for one, other, name in (("latentdiffuser", "prior", "guided_minus_prior"),
+                             ("latentdiffuser", "bc", "guided_minus_bc"), ("prior", "bc", "prior_minus_bc")):
+        if not all(len(g) for g in scores[one]) or not all(len(g) for g in scores[other]):
             continue
-        m, lo, hi = task_mean_ci([episode_diffs(a, b)["diff"] for a, b in zip(scores["latentdiffuser"], scores[other])])
+        m, lo, hi = task_mean_ci([episode_diffs(a, b)["diff"] for a, b in zip(scores[one], scores[other])])
         out[name] = {"mean": round(m, 2), "ci95": [round(lo, 2), round(hi, 2)], "beyond_ci": bool(lo > 0)}
     return out
 
