@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-FAMILIES = ("locomotion", "maze", "adroit", "kitchen", "other")
-
 
 def task_family(dataset_name: str, env_id: Optional[str] = None) -> str:
     """locomotion | maze | adroit | kitchen | other, from the env id (or the dataset name)."""
