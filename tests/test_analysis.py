@@ -284,6 +284,29 @@ def test_paired_diff_pairs_by_seed_and_ignores_unpaired_seeds():
     assert (m, lo, hi, n) == (pytest.approx(2.0), pytest.approx(2.0), pytest.approx(2.0), 3)
 
 
+def test_seeds_to_decide_reads_the_distance_to_the_nearest_boundary():
+    # diff -2 +- sd 3 against a 1-point margin: the nearest boundary (-1) is 1 away -> (1.96 * 3 / 1)^2 = 34.6
+    assert A.seeds_to_decide(-2.0, 3.0, 1.0) == 35
+    # far from both boundaries with little spread: two seeds would do
+    assert A.seeds_to_decide(-10.0, 0.5, 1.0) == 2
+    assert A.seeds_to_decide(1.0, 2.0, 1.0) == float("inf")  # sits on the boundary: no number of seeds decides it
+    assert np.isnan(A.seeds_to_decide(1.0, float("nan"), 1.0))
+
+
+def test_findings_say_how_many_seeds_would_decide_an_inconclusive_one(tmp_path):
+    def noisy_l1(t, variant, e):  # L = 1 eight points lower, but by 4, 8, 12 over the seeds: inconclusive
+        drop = (4.0 + 4.0 * t.config.seed) if t.axis == "latent_step" and float(t.value) == 1 else 0.0
+        return 50.0 + t.config.seed - drop
+    write_suite_results(tmp_path, "figure5", "small", score=noisy_l1)
+    f = A.figure5_findings(A.load_results(tmp_path, "figure5"), reps=300).set_index("finding")
+    row = f.loc["L = 1 degrades a lot"]
+    assert row["verdict"] == "inconclusive" and row["diff"] == pytest.approx(-8.0)
+    # sd 4, margin 5.1 (10% of 51): the nearest boundary is 2.9 away -> (1.96 * 4 / 2.9)^2 = 7.3 -> 8 seeds
+    assert row["margin"] == pytest.approx(5.1) and row["seeds_to_decide"] == 8
+    decided = f[f["verdict"] != "inconclusive"]
+    assert len(decided) and (decided["seeds_to_decide"] == decided["n_seeds"]).all()
+
+
 def _paper_like(t, variant, e):
     """Scores shaped like the paper's Figure 5: L = 1 and beta = 0 much worse, H and K flat, beta = 100
     slightly worse; per-seed noise identical across settings so paired differences are exact."""

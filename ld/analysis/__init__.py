@@ -22,6 +22,7 @@ from ld.analysis.findings import (
     VERDICTS,
     figure3_findings,
     figure5_findings,
+    findings_markdown,
     practical_margin,
     verdict,
 )
@@ -63,6 +64,7 @@ from ld.analysis.stats import (
     iqm,
     mean_ci,
     paired_diff,
+    seeds_to_decide,
     stratified_iqm_ci,
     unpaired_diff_ci,
 )
@@ -82,8 +84,8 @@ __all__ = [
     "REFERENCE_STYLE", "SELECTIONS", "SHORT_LABELS", "SWEEP_AXIS", "SWEEP_VALUE", "TIDY_COLUMNS", "VERDICTS",
     "ResultsError", "as_float", "bc_runs", "behavior_levels", "bootstrap_ci", "family_aggregate",
     "figure3_findings", "figure3_table", "figure3_task_table", "figure5_findings", "figure5_table",
-    "find_parquet_files", "format_value", "iqm", "load_results", "load_status", "mean_ci", "method_rows",
-    "paired_diff", "palette", "per_seed", "plot_figure3", "plot_figure5", "practical_margin", "reference_table",
-    "results_dir", "save_figure", "selection_label", "stratified_iqm_ci", "task_family", "unpaired_diff_ci",
-    "verdict", "with_selection", "write_tidy",
+    "find_parquet_files", "findings_markdown", "format_value", "iqm", "load_results", "load_status", "mean_ci",
+    "method_rows", "paired_diff", "palette", "per_seed", "plot_figure3", "plot_figure5", "practical_margin",
+    "reference_table", "results_dir", "save_figure", "seeds_to_decide", "selection_label", "stratified_iqm_ci",
+    "task_family", "unpaired_diff_ci", "verdict", "with_selection", "write_tidy",
 ]

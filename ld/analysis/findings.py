@@ -19,10 +19,10 @@ import pandas as pd
 
 from ld.analysis.io import SWEEP_AXIS, SWEEP_VALUE, ResultsError
 from ld.analysis.rows import FAMILY_TITLES, FIGURE5_AXES, as_float, format_value, method_rows, per_seed, with_selection
-from ld.analysis.stats import paired_diff, unpaired_diff_ci
+from ld.analysis.stats import paired_diff, paired_diffs, seeds_to_decide, unpaired_diff_ci
 
 FINDING_COLUMNS = ("figure", "finding", "panel", "comparison", "expect", "diff", "ci_low", "ci_high", "margin",
-                   "n_seeds", "verdict")
+                   "n_seeds", "verdict", "seeds_to_decide")
 EXPECTATIONS = ("lower", "higher", "same", "not higher")
 VERDICTS = ("agrees", "no difference", "contradicts", "inconclusive", "missing")
 MARGIN_FRACTION, MARGIN_FLOOR = 0.10, 1.0  # practical equivalence: 10% of the reference score, >= 1 point
@@ -62,12 +62,27 @@ def verdict(expect: str, lo: float, hi: float, margin: float = 0.0) -> str:
 
 
 def _finding(figure: str, finding: str, panel: str, comparison: str, expect: str,
-             stats: tuple[float, float, float, int], reference: float) -> dict[str, Any]:
+             stats: tuple[float, float, float, int], reference: float, sd: float) -> dict[str, Any]:
+    """One findings row. `sd`: the per-seed standard deviation of the difference, for `seeds_to_decide`
+    (the seeds this comparison is read with when its verdict is already decided)."""
     m, lo, hi, n = stats
     margin = practical_margin(reference)
+    v = verdict(expect, lo, hi, margin) if n else "missing"
+    decided = v in ("agrees", "contradicts", "no difference")
     return {"figure": figure, "finding": finding, "panel": panel, "comparison": comparison, "expect": expect,
-            "diff": m, "ci_low": lo, "ci_high": hi, "margin": margin, "n_seeds": n,
-            "verdict": verdict(expect, lo, hi, margin) if n else "missing"}
+            "diff": m, "ci_low": lo, "ci_high": hi, "margin": margin, "n_seeds": n, "verdict": v,
+            "seeds_to_decide": float(n) if decided else seeds_to_decide(m, sd, margin)}
+
+
+def _sd(x: np.ndarray) -> float:
+    return float(np.std(x, ddof=1)) if len(x) >= 2 else float("nan")
+
+
+def _paired_finding(figure: str, finding: str, panel: str, comparison: str, expect: str, a: pd.Series,
+                    b: pd.Series, reference: pd.Series, reps: int, seed: int) -> dict[str, Any]:
+    """`finding` as a - b paired by seed; the margin is read off `reference`'s mean score."""
+    return _finding(figure, finding, panel, comparison, expect, paired_diff(a, b, reps, seed),
+                    reference=float(reference.mean()), sd=_sd(paired_diffs(a, b)))
 
 
 def figure5_findings(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.DataFrame:
@@ -91,8 +106,7 @@ def figure5_findings(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.D
 
     def cmp(finding: str, axis: str, value: float, expect: str, s: pd.Series) -> None:
         comparison = f"{axis}={format_value(value)} - default ({axis}={format_value(base[axis])})"
-        out.append(_finding("figure5", finding, axis, comparison, expect, paired_diff(s, default, reps, seed),
-                            reference=float(default.mean())))
+        out.append(_paired_finding("figure5", finding, axis, comparison, expect, s, default, default, reps, seed))
 
     L = scores("latent_step")
     if 1.0 in L:
@@ -131,9 +145,8 @@ def figure3_findings(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.D
         have = set(sel.index.get_level_values(0))
         for finding, a, b in pairs:
             if a in have and b in have:
-                out.append(_finding("figure3", finding, fam, f"{a} - {b}", "higher",
-                                    paired_diff(sel.loc[a], sel.loc[b], reps, seed),
-                                    reference=float(sel.loc[a].mean())))
+                out.append(_paired_finding("figure3", finding, fam, f"{a} - {b}", "higher", sel.loc[a], sel.loc[b],
+                                           sel.loc[a], reps, seed))
         if {"latent actions", "raw action space"} <= have:
             d = (sel.loc["latent actions"] - sel.loc["raw action space"]).dropna()
             gaps[fam] = d.to_numpy(float)
@@ -142,5 +155,22 @@ def figure3_findings(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.D
         diff, lo, hi = unpaired_diff_ci(g_m, g_l, reps=reps, seed=seed)
         out.append(_finding("figure3", "latent-raw gap widest on the long-horizon family", "maze vs locomotion",
                             "(latent - raw) in maze - (latent - raw) in locomotion", "higher",
-                            (diff, lo, hi, min(len(g_m), len(g_l))), reference=float(g_l.mean())))
+                            (diff, lo, hi, min(len(g_m), len(g_l))), reference=float(g_l.mean()),
+                            # two independent means of n seeds each: var(diff) * n = var_m + var_l
+                            sd=float(np.hypot(_sd(g_m), _sd(g_l)))))
     return pd.DataFrame(out, columns=list(FINDING_COLUMNS))
+
+
+def _seeds_cell(x: float) -> str:
+    return "" if not np.isfinite(x) and not np.isinf(x) else "never" if np.isinf(x) else str(int(x))
+
+
+def findings_markdown(findings: pd.DataFrame) -> str:
+    """A findings CSV as the Markdown table analysis/figures/README.md quotes (tests/test_committed_figures.py
+    checks the README against this, so a verdict is never restated by hand)."""
+    lines = ["| finding | panel | comparison | paired diff [95% CI] | margin | n_seeds | verdict | seeds to decide |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in findings.itertuples():
+        lines.append(f"| {r.finding} | {r.panel} | {r.comparison} | {r.diff:.1f} [{r.ci_low:.1f}, {r.ci_high:.1f}] | "
+                     f"{r.margin:.1f} | {r.n_seeds} | {r.verdict} | {_seeds_cell(float(r.seeds_to_decide))} |")
+    return "\n".join(lines)

@@ -107,15 +107,34 @@ def task_mean_ci(tasks: Sequence[Iterable[float]], reps: int = 10000, seed: int 
     return point, lo, hi
 
 
+def paired_diffs(a: pd.Series, b: pd.Series) -> np.ndarray:
+    """a[s] - b[s] for the seeds s both have (series indexed by seed), in seed order."""
+    common = sorted(set(a.dropna().index) & set(b.dropna().index))
+    return a.loc[common].to_numpy(float) - b.loc[common].to_numpy(float)
+
+
 def paired_diff(a: pd.Series, b: pd.Series, reps: int = 10000, seed: int = 0) -> tuple[float, float, float, int]:
     """Mean of a[s] - b[s] over the seeds s both have (series indexed by seed), with a bootstrap CI: the same
     seed trains on the same data order and evaluates the same episode seeds, so pairing removes that noise."""
-    common = sorted(set(a.dropna().index) & set(b.dropna().index))
-    if not common:
+    d = paired_diffs(a, b)
+    if not len(d):
         return NAN, NAN, NAN, 0
-    d = a.loc[common].to_numpy(float) - b.loc[common].to_numpy(float)
     m, lo, hi = mean_ci(d, reps=reps, seed=seed)
-    return m, lo, hi, len(common)
+    return m, lo, hi, len(d)
+
+
+def seeds_to_decide(mean: float, sd: float, margin: float, z: float = 1.96) -> float:
+    """About how many seeds a 95% CI of a mean difference needs to clear the decision boundary nearest to
+    it (-margin or +margin), if the difference's mean and per-seed standard deviation stayed as measured:
+    ceil((z * sd / distance)^2), at least 2. It answers "what scale would decide this finding" from the
+    numbers, not a promise: with 2-3 seeds the sd itself is rough. inf when the mean sits on a boundary,
+    nan when the sd is unknown (fewer than 2 seeds)."""
+    if not (np.isfinite(mean) and np.isfinite(sd)):
+        return NAN
+    distance = min(abs(mean - margin), abs(mean + margin))
+    if distance == 0:
+        return float("inf")
+    return float(max(2, int(np.ceil((z * sd / distance) ** 2))))
 
 
 def unpaired_diff_ci(a: Iterable[float], b: Iterable[float], reps: int = 10000, seed: int = 0,
