@@ -225,6 +225,45 @@ def test_failures_are_the_failed_status_rows_the_sink_writes(tmp_path):
     assert len(load_status(folder)) == 2
 
 
+def test_cost_sums_the_finished_trials_wall_time_and_counts_stage_runs(tmp_path):
+    """report.json's `cost`: trial-minutes from the status rows `latentdiffuser sweep` writes (each trial's
+    wall time once, its last ok row), with the stage runs trained and reused; failed trials cost nothing here."""
+    from ld.analysis import load_status
+    from ld.distributed import sink
+    from ld.report import trial_cost
+
+    assert trial_cost(pd.DataFrame()) == {}  # results without status rows
+    folder = tmp_path / "results" / "figure5"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"a": [1]}).to_parquet(folder / "trial=aaa-seed=0.parquet")  # load_status looks beside results
+    sink.write_status(tmp_path, "figure5", "aaa", 0, status="ok", axis="default", rows=30,
+                      extra={"wall_s": 540.0, "trained": "vae,prior,support,energy", "reused": "bc"})
+    sink.write_status(tmp_path, "figure5", "bbb", 0, status="ok", axis="beta", value=0.1, rows=30,
+                      extra={"wall_s": 120.0, "trained": "energy", "reused": "vae,prior,support,bc"})
+    sink.write_status(tmp_path, "figure5", "ccc", 0, status="failed", axis="beta", value=1, error="boom")
+    cost = trial_cost(load_status(tmp_path, "figure5"))
+    assert cost["trials timed"] == 2 and cost["trial-minutes"] == 11.0
+    assert (cost["stage runs trained"], cost["stage runs reused"]) == (5, 5)
+
+
+def test_report_states_its_cost(fig5_report, tmp_path):
+    from ld.distributed import sink
+
+    _, storage, _, _ = fig5_report
+    sink.write_status(storage, "figure5", "zzz", 9, status="ok", axis="beta", value=0, rows=0,
+                      extra={"wall_s": 90.0, "trained": "energy", "reused": ""})
+    try:
+        out = tmp_path / "figure5"
+        p = ld_report("figure5", "--results", storage, "--out", out)
+        assert p.returncode == 0, p.stdout + p.stderr
+        cost = json.loads((out / "report.json").read_text())["cost"]
+        assert cost["trial-minutes"] == 1.5 and cost["trials timed"] == 1
+        assert "cost: 1.5 trial-minutes over 1 finished trials" in p.stdout
+        assert "<h3>Cost</h3>" in (out / "index.html").read_text()
+    finally:
+        (storage / "results" / "figure5" / "_status" / "trial=zzz-seed=9.parquet").unlink()
+
+
 def test_stale_trials_are_those_trained_by_another_stage_version(fig5_report):
     from ld.report import stale_stages, stale_text
     from ld.stages import dag

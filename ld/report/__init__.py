@@ -32,11 +32,11 @@ import time
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ld.report.coverage import Coverage, coverage, failed_trials
+from ld.report.coverage import Coverage, coverage, failed_trials, trial_cost
 from ld.report.page import provenance, stale_stages, stale_text, write_page
 
 __all__ = ["build_report", "add_report_parser", "main", "ReportError", "Coverage", "coverage", "failed_trials",
-           "provenance", "stale_stages", "stale_text", "write_page"]
+           "trial_cost", "provenance", "stale_stages", "stale_text", "write_page"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUITE_DIRS = ("ablations", "sweeps")
@@ -143,7 +143,9 @@ def build_report(suite_spec: str, results: str, out: Optional[Path] = None, *, n
         raise ResultsError(f"results under {results} have no rows of the method (variant latentdiffuser)")
     cov = coverage(suite, df, scale)
     stale = stale_stages(df)
-    failures = failed_trials(load_status(results, suite.name))
+    status = load_status(results, suite.name)
+    failures = failed_trials(status)
+    cost = trial_cost(status)
     failed = {(f["axis"], f["value"], f["seed"]): f["error"] or f["status"] for f in failures}
     for m in cov.missing:
         m["failure"] = failed.get((m["axis"], m["value"], str(m["seed"])), "")
@@ -165,10 +167,11 @@ def build_report(suite_spec: str, results: str, out: Optional[Path] = None, *, n
             "suite": suite.name, "results": str(results), "notebook": str(nb_path), "scale": cov.scale,
             "expected_trials": cov.expected, "found_trials": cov.found, "missing": cov.missing,
             "unexpected_trials": cov.unexpected, "failures": failures, "note": cov.note, "stale": stale,
+            "cost": cost,
             "provenance": {k: str(v) for k, v in provenance(df).items()},
         }, indent=2))
         write_page(tmp, suite=suite, stem=stem, df=df, results=str(results), cov=cov, failures=failures,
-                   notebook=nb_path, elapsed=time.perf_counter() - t0, stale=stale)
+                   notebook=nb_path, elapsed=time.perf_counter() - t0, stale=stale, cost=cost)
         out.mkdir(parents=True, exist_ok=True)
         for f in tmp.iterdir():
             os.replace(f, out / f.name)
@@ -219,6 +222,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"  missing: {m['label']}" + (f" (failed: {m['failure']})" if m.get("failure") else ""))
     if len(rep["missing"]) > 20:
         print(f"  ... and {len(rep['missing']) - 20} more (see {out / 'index.html'})")
+    if rep.get("cost"):
+        c = rep["cost"]
+        print(f"  cost: {c['trial-minutes']} trial-minutes over {c['trials timed']} finished trials "
+              f"({c['stage runs trained']} stage runs trained, {c['stage runs reused']} reused)")
     if rep.get("stale"):
         print(f"  {stale_text(rep['stale'])}")
     print(f"report: {out / 'index.html'}")

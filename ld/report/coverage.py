@@ -119,3 +119,30 @@ def failed_trials(status: pd.DataFrame) -> list[dict[str, str]]:
                     "axis": str(r.get("sweep.axis", "")), "value": str(r.get("sweep.value", "")),
                     "seed": str(r["seed"]), "error": err.splitlines()[-1][:300] if err else ""})
     return out
+
+
+def trial_cost(status: pd.DataFrame) -> dict[str, Any]:
+    """What the suite's finished trials cost, from their status rows: trial-minutes (the sum of each trial's
+    wall time, so two trials at once on two cores count twice: CPU-minutes at one thread per trial) and how
+    many stage runs were trained rather than reused from the stage cache. {} without status rows (a copy of
+    the results alone). A trial interrupted and rerun counts its finished run only."""
+    if status.empty or "wall_s" not in status.columns:
+        return {}
+    ok = status[status["status"] == "ok"]
+    if "updated" in ok.columns:
+        ok = ok.sort_values("updated")
+    ok = ok.drop_duplicates(["trial_id", "seed"], keep="last")
+    if ok.empty:
+        return {}
+
+    def count(col: str) -> int:
+        if col not in ok.columns:
+            return 0
+        return int(sum(len([s for s in str(v).split(",") if s.strip()]) for v in ok[col].fillna("")))
+
+    out: dict[str, Any] = {"trials timed": len(ok),
+                           "trial-minutes": round(float(pd.to_numeric(ok["wall_s"], errors="coerce").sum()) / 60, 1),
+                           "stage runs trained": count("trained"), "stage runs reused": count("reused")}
+    if "host" in ok.columns:
+        out["hosts"] = ", ".join(sorted(map(str, ok["host"].dropna().unique())))
+    return out

@@ -110,7 +110,7 @@ def stale_text(stale: dict[str, Any]) -> str:
 
 def write_page(out: Path, *, suite, stem: str, df: pd.DataFrame, results: str, cov: Coverage,
                failures: list[dict[str, str]], notebook: Path, elapsed: float,
-               stale: Optional[dict[str, Any]] = None) -> Path:
+               stale: Optional[dict[str, Any]] = None, cost: Optional[dict[str, Any]] = None) -> Path:
     import ld
 
     svg = out / f"{stem}.svg"
@@ -149,6 +149,8 @@ def write_page(out: Path, *, suite, stem: str, df: pd.DataFrame, results: str, c
     if cov.note:
         cov_d["note"] = cov.note
     parts.append(_kv_html(cov_d))
+    if cost:
+        parts += ["<h3>Cost</h3>", _kv_html(cost)]
     if cov.missing:
         missing = pd.DataFrame(cov.missing)[["axis", "value", "seed", "failure"]]
         parts += ["<h3>Missing trials</h3>", _table_html(missing)]
