@@ -27,6 +27,8 @@ pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
 
 
 def _table_html(df: pd.DataFrame) -> str:
+    # a figure's two-line tick labels ("H=4\nT=12") read as one line in a table (to_html would print "\n")
+    df = df.apply(lambda c: c.map(lambda v: v.replace("\n", " ") if isinstance(v, str) else v))
     return df.to_html(index=False, border=0, na_rep="", float_format=lambda v: f"{v:.2f}", escape=True)
 
 
