@@ -16,7 +16,8 @@ from ld.analysis.rows import SELECTIONS
 SHORT_LABELS = {"latent actions": "latent\nactions", "raw action space": "raw\nactions", "skill space": "skill\nspace",
                 "return as energy": "return\nenergy", "E-MSE": "E-MSE", "MSE": "MSE"}
 FIGURE5_AXIS_LABELS = {"latent_step": "L", "horizon": "latent actions H / raw steps T",
-                       "beta": "\N{GREEK SMALL LETTER BETA}", "diffusion_steps": "K"}
+                       # beta = 0 is no guidance: the bar is the unguided prior's own rows (ld.analysis.rows)
+                       "beta": "\N{GREEK SMALL LETTER BETA} (0: no guidance)", "diffusion_steps": "K"}
 
 
 def _style():
