@@ -448,16 +448,22 @@ def test_no_references_without_bc_rows_or_behavior_score():
         A.reference_table(df, by="panel")
 
 
-def test_committed_results_have_no_references():
-    """The Parquet committed under analysis/figures/ predates bc rows and behavior_score: no lines, no CSV."""
+def test_committed_results_references_follow_their_data():
+    """Figure 5's committed Parquet (today's D4RL-faithful data) carries bc rows and behavior_score, so its
+    figure draws both lines; the stale Figure 3's predates them: no lines, no CSV."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "analysis" / "figures"
+    refs = {}
     for suite, by in (("figure5", "dataset"), ("figure3", "family")):
         results = root / suite / "results"
         if not list(results.glob("*.parquet")):
             pytest.skip(f"no committed results under {results}")
-        assert A.reference_table(A.load_results(results, suite), by=by, reps=100).empty
+        refs[suite] = A.reference_table(A.load_results(results, suite), by=by, reps=100)
+    f5 = refs["figure5"].set_index("reference")
+    assert set(f5.index) == {"bc", "behavior data"} and f5.loc["bc", "n_seeds"] == 3
+    assert f5.loc["bc", "mean"] < f5.loc["behavior data", "mean"]
+    assert refs["figure3"].empty
 
 
 def _hlines(ax) -> list[float]:
