@@ -162,7 +162,7 @@ def figure3_findings(df: pd.DataFrame, reps: int = 10000, seed: int = 0) -> pd.D
 
 
 def _seeds_cell(x: float) -> str:
-    return "" if not np.isfinite(x) and not np.isinf(x) else "never" if np.isinf(x) else str(int(x))
+    return "" if np.isnan(x) else "never" if np.isinf(x) else str(int(x))
 
 
 def findings_markdown(findings: pd.DataFrame) -> str:
