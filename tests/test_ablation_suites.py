@@ -5,6 +5,7 @@ its tidy CSV."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     base = tmp_path_factory.mktemp("suites")
+    # Ray's AF_UNIX sockets live under RAY_TMPDIR and their paths must stay under 108 bytes: pytest's tmp dirs grow
+    # with the run count (pytest-107/...) and pushed the plasma socket one byte over on CI, so Ray gets a short dir
+    ray_tmp = Path("/tmp") / f"ldsuite{os.getpid()}"
     # tiny built-in data: the TD3 behavior policy in its fast mode, under a private data dir
-    return {**os.environ, "RAY_TMPDIR": str(base / "ray"), "LD_DATA_DIR": str(base / "data"), "LD_BUILTIN_FAST": "1",
-            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
+    yield {**os.environ, "RAY_TMPDIR": str(ray_tmp), "LD_DATA_DIR": str(base / "data"), "LD_BUILTIN_FAST": "1",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
+    shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def ld(env, *args, timeout=900):
