@@ -1,7 +1,7 @@
 """Every benchmark script runs in --quick mode and prints valid JSON with its expected keys (issue 7).
 
 Benchmarks are not timed tests: nothing here checks a number, only that the script ran end to end (tiny
-data, smoke preset) and reported what its full mode reports. The seven scripts run concurrently (about a
+data, smoke preset) and reported what its full mode reports. The eight scripts run concurrently (about a
 minute of wall time in all on two cores).
 """
 
@@ -25,6 +25,7 @@ EXPECTED = {
     "guidance_gain.py": ["machine", "datasets", "targets"],
     "storage_ops.py": ["machine", "artifacts", "local", "s3", "s3_over_local"],
     "planner_ceilings.py": ["machine", "datasets", "seeds", "episodes", "candidates", "results"],
+    "guidance_ratio.py": ["machine", "beta", "states", "guidance_scale", "groups"],
 }
 
 
@@ -93,3 +94,13 @@ def test_planner_ceilings_reports_every_variant_on_the_same_episodes(outputs):
         assert -1 <= oracle.get(key, 0.0) <= 1
     assert entry["behavior_data_mean"] is not None and entry["capped"] is True
     assert any("waypoint controller" in n for n in entry["notes"])
+
+
+def test_guidance_ratio_measures_every_sibling_energy_at_every_step(outputs):
+    report = json.loads(outputs["guidance_ratio.py"][1])
+    (group,) = report["groups"]  # the quick store: one prior and support set, two energy losses
+    assert set(group["energies"]) == {"contrastive/q_sum", "mse/q_sum"}
+    for e in group["energies"].values():
+        ratios = list(e["ratio_by_k"].values())
+        assert len(ratios) == 10 and all(r > 0 for r in ratios)  # smoke: K = 10 steps, each measured
+        assert e["max"] == max(ratios) and min(ratios) <= e["mean"] <= e["max"]
