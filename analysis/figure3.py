@@ -74,17 +74,20 @@ A.write_tidy(findings, OUT, "figure3_findings")
 findings.round(2)
 
 # %% [markdown]
-# ## Reference levels: does planning beat imitation?
+# ## Reference levels: does planning beat imitation, and does guidance beat the prior?
 #
-# Two horizontal lines per family panel: **BC** (dashed), a behavior-cloning policy evaluated on the same
+# Three horizontal lines per family panel: **BC** (dashed), a behavior-cloning policy evaluated on the same
 # environment seeds -- its rows repeat in every trial of a (task, seed), so they are deduplicated to one
 # score per run, then aggregated like the family's bars (IQM over runs x tasks with a stratified bootstrap
-# 95% CI for several tasks, mean over seeds with a bootstrap CI for one; the light band) -- and the
-# **behavior data** (dotted), the mean over the family's datasets of each dataset's mean normalized return.
-# Results written before these existed have neither: the table is empty and the figure has no lines.
+# 95% CI for several tasks, mean over seeds with a bootstrap CI for one; the light band); the **behavior
+# data** (dotted), the mean over the family's datasets of each dataset's mean normalized return; and the
+# **unguided latent prior** (dash-dot), the method's prior sampled without an energy model -- shared by the
+# latent-action trials (the method, return as energy, E-MSE, MSE), deduplicated and aggregated like BC. An
+# energy selection's bar on the prior line is guidance that changes nothing; under it, guidance that hurts.
+# Results written before these existed have none of them: the table is empty and the figure has no lines.
 
 # %%
-references = A.reference_table(df, by="family", reps=REPS)
+references = A.reference_table(df, by="family", reps=REPS, prior=True)
 if not references.empty:
     A.write_tidy(references, OUT, "figure3_references")
 references.round(2)
@@ -93,7 +96,8 @@ references.round(2)
 # ## Figure
 
 # %%
-title = f"Figure 3: modeling selections per task family ({df['seed'].nunique()} seeds)"
+n_seeds = df["seed"].nunique()
+title = f"Figure 3: modeling selections per task family ({n_seeds} seed{'s' if n_seeds != 1 else ''})"
 fig = A.plot_figure3(table, title=f"{title} ({STALE})" if STALE else title, references=references)
 A.save_figure(fig, OUT, "figure3")
 A.write_tidy(table, OUT, "figure3")

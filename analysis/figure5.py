@@ -81,8 +81,9 @@ references.round(2)
 # ## Figure
 
 # %%
+n_seeds = df["seed"].nunique()
 title = (f"Figure 5: latent step L, horizon H, inverse temperature \N{GREEK SMALL LETTER BETA} and diffusion "
-         f"steps K on {df['dataset_name'].iloc[0]} ({df['seed'].nunique()} seeds)")
+         f"steps K on {df['dataset_name'].iloc[0]} ({n_seeds} seed{'s' if n_seeds != 1 else ''})")
 fig = A.plot_figure5(table, title=f"{title} ({STALE})" if STALE else title, references=references)
 A.save_figure(fig, OUT, "figure5")
 A.write_tidy(table, OUT, "figure5")

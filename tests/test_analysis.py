@@ -433,6 +433,32 @@ def test_references_per_dataset_and_per_family():
     assert maze["n_seeds"] == 3 and maze["n_tasks"] == 2 and maze["dataset"] == "pointmaze-medium;pointmaze-umaze"
 
 
+def test_prior_reference_is_the_latent_trials_unguided_prior_deduplicated():
+    # two latent-action trials (different energy models, one shared prior: identical prior rows) and a raw
+    # trial whose own prior scores differently and must not enter the line
+    rows = []
+    for tid, modeling in (("lat-q", "latent"), ("lat-mse", "latent"), ("raw", "raw")):
+        for s, scores in {0: [10, 20], 1: [30, 30], 2: [44, 46]}.items():
+            for e, v in enumerate(scores):
+                for variant, score in (("latentdiffuser", 1.0), ("bc", 5.0),
+                                       ("prior", v if modeling == "latent" else 90.0)):
+                    rows.append({"trial_id": f"{tid}-{s}", "variant": variant, "modeling": modeling,
+                                 "dataset_name": "pointmaze-umaze", "env_id": ENV["pointmaze-umaze"], "seed": s,
+                                 "episode": e, "normalized_score": score, "behavior_score": 30.0})
+    df = pd.DataFrame(rows)
+    runs = A.prior_runs(df)
+    assert runs["score"].tolist() == [15, 30, 45] and (runs["n_trials"] == 2).all()
+    t = A.reference_table(df, by="family", reps=1000, prior=True).set_index("reference")
+    assert list(t.index) == ["bc", "behavior data", "prior"]
+    pr = t.loc["prior"]
+    assert (pr["mean"], pr["ci_low"], pr["ci_high"]) == A.mean_ci([15, 30, 45], reps=1000)
+    assert pr["n_seeds"] == 3 and pr["family"] == "maze"
+    # off by default (Figure 5 reads the prior as its beta = 0 bar), and absent where rows lack `modeling`
+    assert "prior" not in set(A.reference_table(df, reps=100)["reference"])
+    assert "prior" not in set(A.reference_table(df.drop(columns=["modeling"]), reps=100, prior=True)["reference"])
+    assert A.prior_runs(df[df["modeling"] == "raw"]).empty
+
+
 def test_no_references_without_bc_rows_or_behavior_score():
     df = _reference_rows({"halfcheetah-medium-expert": {0: [10], 1: [20]}}, {"halfcheetah-medium-expert": 55.0})
     old = df[df["variant"] != "bc"].drop(columns=["behavior_score"])
@@ -521,6 +547,13 @@ def test_plots_draw_the_reference_lines_in_every_relevant_panel():
     assert _hlines(loco) == [50.0, 55.0] and _hlines(maze) == [25.0, 35.0]  # each family its own levels
     legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
     assert len(legend) == 2
+    plt.close(fig)
+    # the unguided prior's line, where the references carry it: a third line and legend entry
+    prior_refs = pd.concat([refs3, refs3[refs3["reference"] == "bc"].assign(reference="prior", mean=7.0)])
+    fig = A.plot_figure3(_fig3_bars(), title="t", references=prior_refs)
+    assert all(7.0 in _hlines(ax) for ax in fig.axes)
+    legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert len(legend) == 3 and sum("unguided latent prior" in s for s in legend) == 1
     plt.close(fig)
 
     # without references (old results): no lines, no extra legend entries

@@ -45,7 +45,14 @@ from ld.analysis.plots import (
     plot_figure5,
     save_figure,
 )
-from ld.analysis.references import REFERENCE_COLUMNS, REFERENCES, bc_runs, behavior_levels, reference_table
+from ld.analysis.references import (
+    REFERENCE_COLUMNS,
+    REFERENCES,
+    bc_runs,
+    behavior_levels,
+    prior_runs,
+    reference_table,
+)
 from ld.analysis.rows import (
     FAMILY_TITLES,
     FIGURE5_AXES,
@@ -86,6 +93,6 @@ __all__ = [
     "figure3_findings", "figure3_table", "figure3_task_table", "figure5_findings", "figure5_table",
     "find_parquet_files", "findings_markdown", "format_value", "iqm", "load_results", "load_status", "mean_ci",
     "method_rows", "paired_diff", "palette", "per_seed", "plot_figure3", "plot_figure5", "practical_margin",
-    "reference_table", "results_dir", "save_figure", "seeds_to_decide", "selection_label", "stratified_iqm_ci",
-    "task_family", "unpaired_diff_ci", "verdict", "with_selection", "write_tidy",
+    "prior_runs", "reference_table", "results_dir", "save_figure", "seeds_to_decide", "selection_label",
+    "stratified_iqm_ci", "task_family", "unpaired_diff_ci", "verdict", "with_selection", "write_tidy",
 ]

@@ -81,8 +81,10 @@ def _panel_grid(table: pd.DataFrame, width: float, height: float, sharey: bool =
 REFERENCE_STYLE = {
     "bc": {"color": "0.15", "linestyle": (0, (5, 3)), "linewidth": 1.4},
     "behavior data": {"color": "#8c7b6b", "linestyle": (0, (1, 1.6)), "linewidth": 1.8},
+    "prior": {"color": "#5a6f8a", "linestyle": (0, (7, 2, 1.5, 2)), "linewidth": 1.4},
 }
-REFERENCE_LABELS = {"bc": "behavior cloning (band: 95% CI)", "behavior data": "behavior data (mean return)"}
+REFERENCE_LABELS = {"bc": "behavior cloning (band: 95% CI)", "behavior data": "behavior data (mean return)",
+                    "prior": "unguided latent prior (band: 95% CI)"}
 
 
 def _reference_lines(ax, refs: Optional[pd.DataFrame]) -> list[str]:
@@ -145,8 +147,8 @@ def plot_figure5(table: pd.DataFrame, title: Optional[str] = None, references: O
 
 def plot_figure3(table: pd.DataFrame, title: Optional[str] = None, references: Optional[pd.DataFrame] = None):
     """One panel per task family, one bar per modeling selection (colors shared across panels).
-    `references` (`reference_table(df, by="family")`): each family's BC and behavior-data levels, drawn
-    across that family's panel."""
+    `references` (`reference_table(df, by="family", prior=True)`): each family's BC, behavior-data and
+    unguided-prior levels, drawn across that family's panel."""
     colors = palette()
     fig, axes, panels = _panel_grid(table, width=4.4, height=3.9, sharey=False)
     drawn: list[str] = []

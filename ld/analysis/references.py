@@ -3,6 +3,8 @@
 Two horizontal lines per panel: a behavior-cloning policy (`variant == "bc"`, evaluated on the same env
 seeds as the planners of its trial) and the behavior data itself (`behavior_score`, the dataset's mean
 normalized return). A bar below the BC line means the planner does not beat plain imitation of the data.
+Figure 3 adds a third (`prior=True`): the method's unguided latent prior, the level every energy selection
+starts from -- a bar on it is guidance that does nothing, a bar under it guidance that hurts.
 """
 
 from __future__ import annotations
@@ -13,9 +15,23 @@ import pandas as pd
 from ld.analysis.rows import FAMILY_TITLES, per_seed, task_family
 from ld.analysis.tables import family_aggregate
 
-REFERENCES = ("bc", "behavior data")
+REFERENCES = ("bc", "behavior data", "prior")
 REFERENCE_COLUMNS = ("family", "dataset", "reference", "aggregate", "mean", "ci_low", "ci_high", "n_seeds",
                      "n_tasks")
+
+
+RUN_COLUMNS = ["dataset_name", "env_id", "seed", "score", "n_trials"]
+
+
+def _dedup_runs(rows: pd.DataFrame) -> pd.DataFrame:
+    """One score per (dataset_name, seed) of a baseline whose rows repeat in every trial of that dataset and
+    seed (same policy, same env seeds): mean over the trials of each trial's mean over episodes."""
+    if rows.empty:
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    rows = rows.assign(env_id=rows["env_id"] if "env_id" in rows.columns else "")
+    runs = per_seed(rows, ["dataset_name", "env_id", "trial_id"])
+    g = runs.groupby(["dataset_name", "env_id", "seed"], sort=True)
+    return g.agg(score=("score", "mean"), n_trials=("trial_id", "nunique")).reset_index()[RUN_COLUMNS]
 
 
 def bc_runs(df: pd.DataFrame) -> pd.DataFrame:
@@ -23,16 +39,19 @@ def bc_runs(df: pd.DataFrame) -> pd.DataFrame:
     and evaluates it on the same env seeds, so its rows repeat in each trial; counting them per trial would
     inflate n and shrink the CI. Score = mean over that seed's trials of the per-trial mean over episodes
     (identical trials: the first trial's mean). Columns dataset_name, env_id, seed, score, n_trials."""
-    cols = ["dataset_name", "env_id", "seed", "score", "n_trials"]
     if "variant" not in df.columns:
-        return pd.DataFrame(columns=cols)
-    bc = df[df["variant"] == "bc"]
-    if bc.empty:
-        return pd.DataFrame(columns=cols)
-    bc = bc.assign(env_id=bc["env_id"] if "env_id" in bc.columns else "")
-    runs = per_seed(bc, ["dataset_name", "env_id", "trial_id"])
-    g = runs.groupby(["dataset_name", "env_id", "seed"], sort=True)
-    return g.agg(score=("score", "mean"), n_trials=("trial_id", "nunique")).reset_index()[cols]
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    return _dedup_runs(df[df["variant"] == "bc"])
+
+
+def prior_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """One unguided-prior score per (dataset_name, seed), from the `prior` rows of the latent-action trials
+    (`modeling == "latent"`). In Figure 3 those trials differ only in their energy model (target or loss), so
+    they share one VAE and prior and evaluate it on the same env seeds: the rows repeat, deduplicated as
+    `bc_runs` does. Raw and skill trials have priors of their own and are left out. Same columns."""
+    if "variant" not in df.columns or "modeling" not in df.columns:
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    return _dedup_runs(df[(df["variant"] == "prior") & (df["modeling"] == "latent")])
 
 
 def behavior_levels(df: pd.DataFrame) -> pd.DataFrame:
@@ -50,9 +69,11 @@ def behavior_levels(df: pd.DataFrame) -> pd.DataFrame:
     return rows.groupby(["dataset_name", "env_id"], sort=True)["_b"].mean().rename("score").reset_index()[cols]
 
 
-def reference_table(df: pd.DataFrame, by: str = "dataset", reps: int = 10000, seed: int = 0) -> pd.DataFrame:
+def reference_table(df: pd.DataFrame, by: str = "dataset", reps: int = 10000, seed: int = 0,
+                    prior: bool = False) -> pd.DataFrame:
     """The reference levels the bars are read against: one row per (dataset, or task family with
-    by="family") and reference in ("bc", "behavior data").
+    by="family") and reference in ("bc", "behavior data", and with `prior` "prior": the unguided latent
+    prior of `prior_runs`, aggregated exactly as bc).
 
     bc: per dataset, mean over seeds of the deduplicated per-seed score (`bc_runs`) with a 95% bootstrap CI
     over seeds (`mean_ci`); per family of several tasks, the same aggregate as the family's bars -- IQM over
@@ -66,16 +87,20 @@ def reference_table(df: pd.DataFrame, by: str = "dataset", reps: int = 10000, se
     def fam(r: pd.DataFrame) -> list[str]:
         return [task_family(d, e) for d, e in zip(r["dataset_name"], r["env_id"])]
 
-    bc, beh = bc_runs(df), behavior_levels(df)
-    bc, beh = bc.assign(family=fam(bc)), beh.assign(family=fam(beh))
+    beh = behavior_levels(df)
+    beh = beh.assign(family=fam(beh))
     key = "family" if by == "family" else "dataset_name"
     out = []
-    for _, g in bc.groupby(key, sort=False):
-        tasks = sorted(map(str, g["dataset_name"].unique()))
-        m, lo, hi, agg = family_aggregate(g, "dataset_name", tasks, reps=reps, seed=seed)
-        out.append({"family": g["family"].iloc[0], "dataset": ";".join(tasks), "reference": "bc", "aggregate": agg,
-                    "mean": m, "ci_low": lo, "ci_high": hi, "n_seeds": int(g["seed"].nunique()),
-                    "n_tasks": len(tasks)})
+    runs = {"bc": bc_runs(df)}
+    if prior:
+        runs["prior"] = prior_runs(df)
+    for ref, r in runs.items():
+        for _, g in r.assign(family=fam(r)).groupby(key, sort=False):
+            tasks = sorted(map(str, g["dataset_name"].unique()))
+            m, lo, hi, agg = family_aggregate(g, "dataset_name", tasks, reps=reps, seed=seed)
+            out.append({"family": g["family"].iloc[0], "dataset": ";".join(tasks), "reference": ref,
+                        "aggregate": agg, "mean": m, "ci_low": lo, "ci_high": hi,
+                        "n_seeds": int(g["seed"].nunique()), "n_tasks": len(tasks)})
     for _, g in beh.groupby(key, sort=False):
         tasks = sorted(map(str, g["dataset_name"].unique()))
         out.append({"family": g["family"].iloc[0], "dataset": ";".join(tasks), "reference": "behavior data",
