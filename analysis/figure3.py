@@ -93,6 +93,15 @@ if not references.empty:
 references.round(2)
 
 # %% [markdown]
+# The same levels per task (mean over seeds, bootstrap CI), to read beside `figure3_tasks.csv`.
+
+# %%
+task_references = A.reference_table(df, by="dataset", reps=REPS, prior=True)
+if not task_references.empty:
+    A.write_tidy(task_references, OUT, "figure3_task_references")
+task_references.round(2)
+
+# %% [markdown]
 # ## Figure
 
 # %%

@@ -159,8 +159,16 @@ def test_figure3_content_from_the_tidy_csv(fig3_report):
     got = t[(t.panel == "locomotion") & (t.setting == "raw action space")]["mean"].iloc[0]
     assert got == pytest.approx(raw, abs=1e-4)
     refs = pd.read_csv(out / "figure3_references.csv").set_index(["family", "reference"])
-    assert list(refs.index) == [("locomotion", "bc"), ("locomotion", "behavior data"), ("maze", "bc"),
-                                ("maze", "behavior data")]
+    assert list(refs.index) == [("locomotion", "bc"), ("locomotion", "behavior data"), ("locomotion", "prior"),
+                                ("maze", "bc"), ("maze", "behavior data"), ("maze", "prior")]
+    # the unguided prior's line: the latent trials' prior rows, one score per (task, seed), as prior_runs has it
+    from ld.analysis import prior_runs
+
+    loco_prior = prior_runs(df[df.dataset_name == "halfcheetah-medium-replay"])
+    assert refs.loc[("locomotion", "prior"), "mean"] == pytest.approx(loco_prior["score"].mean(), abs=1e-4)
+    task_refs = pd.read_csv(out / "figure3_task_references.csv")
+    assert set(task_refs["dataset"]) == {"halfcheetah-medium-replay", "pointmaze-medium", "pointmaze-umaze"}
+    assert set(task_refs["reference"]) == {"bc", "behavior data", "prior"}
     assert refs.loc[("maze", "behavior data"), "mean"] == pytest.approx(25.0)  # mean of the two maze datasets
     assert refs.loc[("maze", "bc"), "aggregate"] == "IQM" and refs.loc[("maze", "bc"), "n_seeds"] == 3
     tasks = pd.read_csv(out / "figure3_tasks.csv")
