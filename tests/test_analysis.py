@@ -475,8 +475,8 @@ def test_no_references_without_bc_rows_or_behavior_score():
 
 
 def test_committed_results_references_follow_their_data():
-    """Figure 5's committed Parquet (today's D4RL-faithful data) carries bc rows and behavior_score, so its
-    figure draws both lines; the stale Figure 3's predates them: no lines, no CSV."""
+    """Both figures' committed Parquet (today's D4RL-faithful data) carries bc rows and behavior_score, so they
+    draw both lines; Figure 3's latent trials also carry the unguided prior's rows, its third line."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "analysis" / "figures"
@@ -485,11 +485,13 @@ def test_committed_results_references_follow_their_data():
         results = root / suite / "results"
         if not list(results.glob("*.parquet")):
             pytest.skip(f"no committed results under {results}")
-        refs[suite] = A.reference_table(A.load_results(results, suite), by=by, reps=100)
+        refs[suite] = A.reference_table(A.load_results(results, suite), by=by, reps=100, prior=suite == "figure3")
     f5 = refs["figure5"].set_index("reference")
     assert set(f5.index) == {"bc", "behavior data"} and f5.loc["bc", "n_seeds"] == 3
     assert f5.loc["bc", "mean"] < f5.loc["behavior data", "mean"]
-    assert refs["figure3"].empty
+    f3 = refs["figure3"].set_index(["family", "reference"])
+    assert list(f3.index) == [(f, r) for f in ("locomotion", "maze") for r in ("bc", "behavior data", "prior")]
+    assert (f3["n_tasks"] == 2).all() and (f3["n_seeds"].dropna() == 3).all()
 
 
 def _hlines(ax) -> list[float]:
