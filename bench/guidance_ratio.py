@@ -33,12 +33,15 @@ from ld.diffusion.samplers import cfg_eps, sample  # noqa: E402
 from ld.models.energy import energy_grad  # noqa: E402
 from ld.stages import energy as energy_stage  # noqa: E402
 from ld.stages import prior as prior_stage  # noqa: E402
-from ld.stages.artifact import MANIFEST, Artifact  # noqa: E402
+from ld.stages.artifact import MANIFEST, Artifact, ArtifactError, ArtifactStore  # noqa: E402
 
 
 def open_artifact(root: Path, stage: str, key: str) -> Artifact:
-    path = root / stage / key
-    return Artifact(path, json.loads((path / MANIFEST).read_text()))
+    """The store's own reader (a corrupt manifest is its clear error); a missing upstream is one too."""
+    art = ArtifactStore(root).get(stage, key)
+    if art is None:
+        raise ArtifactError(f"artifact {stage}/{key} is not in {root} (an energy model's upstream was deleted?)")
+    return art
 
 
 def sibling_groups(root: Path, datasets: list[str] | None, seeds: list[int],
